@@ -1,0 +1,61 @@
+"""Atomic file writes: write to a temporary file in the same folder, then rename.
+
+A reader never sees half a file, and an interrupted or failed write leaves the old file intact.
+Python 3.6-compatible.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = str(path)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data):
+    # type: (str, bytes) -> None
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text(path, text):
+    # type: (str, str) -> None
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj):
+    # type: (str, object) -> None
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    # type: (str, int) -> str
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        while True:
+            block = handle.read(chunk_size)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,167 @@
+"""The bundle: a folder of files with one manifest, the only channel between stages.
+
+Layout (see README "The bundle"):
+    manifest.json, models/<name>.onnx, models/<name>.int8.onnx, calibration/<name>.npy,
+    engines/<name>.<precision>.<trt>.<device>.engine, reports/
+
+Python 3.6-compatible.
+"""
+import collections
+import json
+import logging
+import os
+
+from deploy.atomic import sha256_file, write_json
+from deploy.errors import BundleError
+
+LOG = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def default_bundle_dir(target_name):
+    # type: (str) -> str
+    return os.path.join("build", target_name)
+
+
+def onnx_relpath(model_name):
+    return "models/{}.onnx".format(model_name)
+
+
+def int8_onnx_relpath(model_name):
+    return "models/{}.int8.onnx".format(model_name)
+
+
+def calibration_relpath(model_name):
+    return "calibration/{}.npy".format(model_name)
+
+
+class Bundle(object):
+    """A bundle folder and its manifest. Mutations are saved atomically by ``save()``."""
+
+    def __init__(self, root, manifest):
+        # type: (str, dict) -> None
+        self.root = str(root)
+        self.manifest = manifest
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root):
+        # type: (str) -> Bundle
+        root = str(root)
+        path = os.path.join(root, MANIFEST_NAME)
+        if not os.path.isdir(root):
+            raise BundleError(
+                "bundle folder {} does not exist".format(root),
+                hint="build it on the host with: python pipeline.py build --target jetson-nano --out {}".format(root),
+            )
+        if not os.path.isfile(path):
+            raise BundleError(
+                "{} has no {}: it is not a bundle".format(root, MANIFEST_NAME),
+                hint="point to the folder that `python pipeline.py build` wrote (default build/<target>)",
+            )
+        try:
+            with open(path, "r") as handle:
+                manifest = json.load(handle, object_pairs_hook=collections.OrderedDict)
+        except ValueError as exc:
+            raise BundleError(
+                "{} is not valid JSON ({})".format(path, exc),
+                hint="rebuild the bundle with `python pipeline.py build`",
+            )
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                "{} has schema version {!r}; this pipeline reads {}".format(path, version, SCHEMA_VERSION),
+                hint="rebuild the bundle with this version of the pipeline",
+            )
+        return cls(root, manifest)
+
+    @classmethod
+    def open_or_new(cls, root, target):
+        """Open an existing bundle for ``target`` or start a new, unsaved one."""
+        if os.path.isfile(os.path.join(str(root), MANIFEST_NAME)):
+            bundle = cls.open(root)
+            bundle.check_target(target["name"])
+            bundle.manifest["target"] = target
+            return bundle
+        manifest = collections.OrderedDict()
+        manifest["schema_version"] = SCHEMA_VERSION
+        manifest["target"] = target
+        manifest["models"] = collections.OrderedDict()
+        return cls(root, manifest)
+
+    # -- access -------------------------------------------------------------------------------
+    @property
+    def target_name(self):
+        # type: () -> str
+        return self.manifest.get("target", {}).get("name", "")
+
+    def check_target(self, expected):
+        # type: (str) -> None
+        if self.target_name != expected:
+            raise BundleError(
+                "bundle {} was built for target {!r}, not {!r}".format(self.root, self.target_name, expected),
+                hint="use --target {} or build a bundle for {} into another --out folder".format(
+                    self.target_name, expected),
+            )
+
+    def model_names(self):
+        return list(self.manifest.get("models", {}))
+
+    def model(self, name):
+        # type: (str) -> dict
+        models = self.manifest.get("models", {})
+        if name not in models:
+            raise BundleError(
+                "model {!r} is not in bundle {}".format(name, self.root),
+                hint="models in it: {}".format(", ".join(models) or "none"),
+            )
+        return models[name]
+
+    def set_model(self, name, record):
+        # type: (str, dict) -> None
+        self.manifest.setdefault("models", collections.OrderedDict())[name] = record
+
+    def path(self, relpath):
+        # type: (str) -> str
+        return os.path.join(self.root, *relpath.split("/"))
+
+    def save(self):
+        write_json(self.path(MANIFEST_NAME), self.manifest)
+
+    def require_models(self):
+        names = self.model_names()
+        if not names:
+            raise BundleError(
+                "bundle {} has no models".format(self.root),
+                hint="run `python pipeline.py build --target {} --out {}` first".format(
+                    self.target_name or "jetson-nano", self.root),
+            )
+        return names
+
+    def verify_file(self, relpath, expected_sha256):
+        """Raise BundleError unless ``relpath`` exists and hashes to ``expected_sha256``."""
+        path = self.path(relpath)
+        if not os.path.isfile(path):
+            raise BundleError(
+                "{} is listed in the manifest but missing from the bundle".format(relpath),
+                hint="copy the whole bundle folder again, or rebuild it on the host",
+            )
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise BundleError(
+                "{} does not match the manifest (sha256 {}... != {}...)".format(
+                    relpath, actual[:12], str(expected_sha256)[:12]),
+                hint="the file was changed or truncated in transit: copy the bundle again or rebuild it",
+            )
+        return path
+
+    def verify(self, names=None):
+        """Check every model's ONNX (and INT8 ONNX, calibration) file against the manifest."""
+        for name in names or self.require_models():
+            record = self.model(name)
+            for key in ("onnx", "int8_onnx", "calibration"):
+                entry = record.get(key)
+                if isinstance(entry, dict) and entry.get("path") and entry.get("sha256"):
+                    self.verify_file(entry["path"], entry["sha256"])

@@ -1,0 +1,164 @@
+"""Target profiles as data: what each device can run, and the precision policy.
+
+Python 3.6-compatible: read on the Jetson by ``engines`` and ``bench``.
+"""
+import collections
+
+from deploy.errors import PrecisionUnsupportedError, UnknownNameError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+PRECISION_CHOICES = PRECISIONS + ("best",)
+
+TargetProfile = collections.namedtuple(
+    "TargetProfile",
+    [
+        "name",
+        "description",
+        "backend",            # "tensorrt" or "onnxruntime"
+        "compute_capability",  # e.g. "5.3"; None when not a CUDA GPU or not known in advance
+        "tensorrt",           # TensorRT version the JetPack ships, e.g. "8.2"; None: whatever is installed
+        "max_opset",          # highest ONNX opset the target's parser reads
+        "fast_fp16",
+        "fast_int8",
+        "dla_cores",
+        "memory_gb",          # device memory (shared with the CPU on Jetsons); None: not fixed
+        "workspace_mib",      # default TensorRT builder workspace
+        "default_precision",
+        "notes",
+    ],
+)
+
+
+def _profile(**fields):
+    return TargetProfile(**fields)
+
+
+TARGETS = collections.OrderedDict(
+    (p.name, p)
+    for p in [
+        _profile(
+            name="jetson-nano",
+            description="Jetson Nano 4 GB, JetPack 4.6 (L4T R32.7): Maxwell sm_53, TensorRT 8.2, CUDA 10.2",
+            backend="tensorrt",
+            compute_capability="5.3",
+            tensorrt="8.2",
+            max_opset=13,
+            fast_fp16=True,
+            fast_int8=False,
+            dla_cores=0,
+            memory_gb=4,
+            workspace_mib=256,
+            default_precision="fp16",
+            notes="Maxwell has fast FP16 but no INT8 tensor path and no DLA.",
+        ),
+        _profile(
+            name="jetson-xavier-nx",
+            description="Jetson Xavier NX, JetPack 5.1: Volta sm_72, TensorRT 8.5, CUDA 11.4",
+            backend="tensorrt",
+            compute_capability="7.2",
+            tensorrt="8.5",
+            max_opset=17,
+            fast_fp16=True,
+            fast_int8=True,
+            dla_cores=2,
+            memory_gb=8,
+            workspace_mib=1024,
+            default_precision="int8",
+            notes="INT8 needs calibration data in the bundle (calibration/<model>.npy).",
+        ),
+        _profile(
+            name="jetson-orin-nano",
+            description="Jetson Orin Nano 8 GB, JetPack 6: Ampere sm_87, TensorRT 10, CUDA 12",
+            backend="tensorrt",
+            compute_capability="8.7",
+            tensorrt="10",
+            max_opset=17,
+            fast_fp16=True,
+            fast_int8=True,
+            dla_cores=0,
+            memory_gb=8,
+            workspace_mib=1024,
+            default_precision="int8",
+            notes="The Orin Nano has no DLA (the Orin NX and AGX do).",
+        ),
+        _profile(
+            name="x86-gpu",
+            description="An x86 machine with an NVIDIA GPU: capabilities read from the local GPU at engine build",
+            backend="tensorrt",
+            compute_capability=None,
+            tensorrt=None,
+            max_opset=17,
+            fast_fp16=True,
+            fast_int8=True,
+            dla_cores=0,
+            memory_gb=None,
+            workspace_mib=2048,
+            default_precision="fp16",
+            notes="Profile values are checked against builder.platform_has_fast_fp16/int8 on the machine.",
+        ),
+        _profile(
+            name="cpu",
+            description="No TensorRT: ONNX Runtime on the CPU (the fallback)",
+            backend="onnxruntime",
+            compute_capability=None,
+            tensorrt=None,
+            max_opset=17,
+            fast_fp16=False,
+            fast_int8=True,
+            dla_cores=0,
+            memory_gb=None,
+            workspace_mib=0,
+            default_precision="fp32",
+            notes="INT8 here means an ONNX Runtime QDQ model (models/<name>.int8.onnx).",
+        ),
+    ]
+)
+
+
+def list_targets():
+    return list(TARGETS.values())
+
+
+def get_target(name):
+    # type: (str) -> TargetProfile
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UnknownNameError(
+            "unknown target {!r}".format(name),
+            hint="choose one of: {}".format(", ".join(TARGETS)),
+        )
+
+
+def supported_precisions(target):
+    # type: (TargetProfile) -> list
+    out = ["fp32"]
+    if target.fast_fp16:
+        out.append("fp16")
+    if target.fast_int8:
+        out.append("int8")
+    return out
+
+
+def resolve_precision(target, requested):
+    # type: (TargetProfile, str) -> str
+    """Turn ``--precision`` into a concrete precision, refusing what the target cannot run fast."""
+    if requested not in PRECISION_CHOICES:
+        raise UnknownNameError(
+            "unknown precision {!r}".format(requested),
+            hint="choose one of: {}".format(", ".join(PRECISION_CHOICES)),
+        )
+    if requested == "best":
+        return supported_precisions(target)[-1]
+    if requested == "int8" and not target.fast_int8:
+        if target.name == "jetson-nano":
+            why = "the Jetson Nano's Maxwell GPU (sm_53) has no fast INT8 path, so an INT8 engine would run slower than FP16"
+        else:
+            why = "target {} has no fast INT8".format(target.name)
+        raise PrecisionUnsupportedError(why, hint="use --precision fp16 (or best) for this target")
+    if requested == "fp16" and not target.fast_fp16:
+        raise PrecisionUnsupportedError(
+            "target {} has no fast FP16".format(target.name),
+            hint="use --precision fp32{}".format(" or int8" if target.fast_int8 else ""),
+        )
+    return requested
