@@ -79,6 +79,11 @@ def _cmd_build(args):
 # ------------------------------------------------------------------------------------------------
 # engines (device)                                                       owner: device side issue
 # ------------------------------------------------------------------------------------------------
+def _engines_after_build(args, bundle_dir, precision):
+    """End of `build`: build the engines here when tensorrt imports, else print the device command."""
+    return EXIT_OK
+
+
 def _add_engines(sub):
     p = sub.add_parser("engines", help="on the device: build TensorRT engines from a bundle")
     p.set_defaults(func=_cmd_engines)
