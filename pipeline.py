@@ -68,65 +68,464 @@ def _cmd_models(args):
 # build (host)                                                   owner: host build pipeline issue
 # ------------------------------------------------------------------------------------------------
 def _add_build(sub):
-    p = sub.add_parser("build", help="export the models to a verified ONNX bundle for a target")
+    p = sub.add_parser(
+        "build", help="export the models to a verified ONNX bundle for a target",
+        description="Per model: fold BatchNorm into the convolutions, export ONNX at the target's opset, "
+                    "check it (onnx.checker, no BatchNormalization, only operators the target's TensorRT "
+                    "parses), simplify (onnxsim), check parity of every stage with eager PyTorch, and write "
+                    "DIR/models/<name>.onnx and DIR/manifest.json. Unchanged models are reused.")
+    p.add_argument("--target", default="jetson-nano", help="target profile (see `targets`; default jetson-nano)")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="registered models, comma-separated (default for jetson-nano: "
+                        "hardnet39ds,hardnet68ds,mobilenetv2,mobilenetv2_140; see `models`)")
+    p.add_argument("--model", default=None, metavar="PKG.MOD:FN",
+                   help="also build your own model: a function returning an nn.Module")
+    p.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                   help="checkpoint for a model (repeatable); a bare PATH when one model is built. "
+                        "Without it the weights are random (latency artifacts only)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the checkpoint's, else the model card's)")
+    p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default build/<target>)")
+    p.add_argument("--size", type=int, default=320, help="square input side in pixels (default 320)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "best"],
+                   help="engine precision for the device (default: the target's default, fp16 on the Nano)")
+    p.add_argument("--force", action="store_true", help="rebuild every model even when nothing changed")
+    p.add_argument("--calib-images", default=None, metavar="DIR",
+                   help="int8 only: folder of calibration images")
+    p.add_argument("--calib-count", type=int, default=500, help="int8 only: images to calibrate with (default 500)")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="int8 only: calibration method (default minmax)")
     p.set_defaults(func=_cmd_build)
 
 
+def _build_model_names(args, target):
+    from export.build import default_models
+
+    if args.models is not None:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        if not names:
+            raise UsageError("--models is empty", hint="e.g. --models hardnet39ds,mobilenetv2")
+        return names
+    return [] if args.model else list(default_models(target))
+
+
+def _fmt_count(value, unit=1e6, suffix="M"):
+    return "{:.2f}{}".format(value / unit, suffix) if value else "-"
+
+
+def _build_summary_rows(result):
+    rows = []
+    for item in result.models:
+        rec = item.record
+        stages = rec.get("parity", {}).get("stages", {})
+        worst = max([s.get("max_rel_range", 0.0) for s in stages.values()] or [0.0])
+        cos = min([s.get("cosine", 1.0) for s in stages.values()] or [1.0])
+        parity = "ok {} stages, err<={:.1e} of range, cos>={:.6f}".format(len(stages), worst, cos) \
+            if rec.get("parity", {}).get("passed") else "FAILED"
+        bn = rec.get("bn_folding", {})
+        left = len(bn.get("left", []))
+        rows.append([
+            item.name,
+            _fmt_count(rec.get("params", 0)),
+            "{:.3f}".format(rec.get("macs", 0) / 1e9),
+            "{} -> {}".format(rec["onnx"].get("nodes_before_simplify", "?"), rec["onnx"].get("nodes", "?")),
+            "{}{}".format(bn.get("folded", 0), " ({} left)".format(left) if left else ""),
+            parity,
+            "random" if rec.get("weights", {}).get("random") else "checkpoint",
+            "reused" if item.reused else "built {:.1f} s".format(item.seconds),
+        ])
+    return rows
+
+
 def _cmd_build(args):
-    raise PipelineError("build is not implemented yet")
+    from deploy.targets import get_target, resolve_precision
+    from deploy.bundle import default_bundle_dir
+    from deploy.report import format_table
+
+    target = get_target(args.target)
+    precision = resolve_precision(target, args.precision or target.default_precision)
+    if args.calib_count < 1:
+        raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
+    from export.build import BuildOptions, build_bundle, parse_weights_args
+
+    names = _build_model_names(args, target)
+    out_dir = args.out or default_bundle_dir(target.name)
+    options = BuildOptions(
+        target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
+        weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
+        num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
+        force=args.force, precision=precision)
+    result = build_bundle(options, progress=not args.quiet)
+    built = [m.name for m in result.models]
+    if precision == "int8":
+        from calibration.stage import calibrate_bundle
+
+        calibrate_bundle(result.bundle, built, images_dir=args.calib_images, count=args.calib_count,
+                         method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"))
+    print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
+                        "weights", "stage"], _build_summary_rows(result)))
+    random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]
+    if random_names:
+        print("random weights: latency artifacts only ({}): pass --weights NAME=PATH for real predictions"
+              .format(", ".join(random_names)))
+    print("bundle: {} (target {}, opset {}, input {}x3x{}x{}{}, precision {})".format(
+        out_dir, target.name, target.max_opset, args.batch, args.size, args.size,
+        ", dynamic batch" if args.dynamic_batch else "", precision))
+    # _engines_after_build builds the engines here when TensorRT imports, else prints how to copy the
+    # bundle to the device and build them there; the benchmark is the step after that.
+    code = _engines_after_build(args, out_dir, precision)
+    print("then benchmark (on the device): python3 pipeline.py bench {}".format(out_dir))
+    return code
 
 
 # ------------------------------------------------------------------------------------------------
 # engines (device)                                                       owner: device side issue
 # ------------------------------------------------------------------------------------------------
 def _engines_after_build(args, bundle_dir, precision):
-    """End of `build`: build the engines here when tensorrt imports, else print the device command."""
+    """End of `build`: build the engines here when tensorrt imports, else print the device command.
+
+    Either way the bundle gets its trtexec.sh (the trtexec equivalents of the engine build).
+    """
+    from deploy.engines import build_engines
+    from deploy.targets import resolve_precision
+    from deploy.trt_compat import tensorrt_available
+    from deploy.trtexec import write_trtexec_script
+
+    bundle, target = _bundle_for_engines_or_none(bundle_dir)
+    if bundle is None:
+        return EXIT_OK
+    concrete = resolve_precision(target, precision or target.default_precision)
+    script = write_trtexec_script(bundle, concrete)
+    if tensorrt_available():
+        print("TensorRT imports here: building {} engines in {}".format(concrete, bundle_dir))
+        results, summary = build_engines(bundle_dir, concrete)
+        _print_engine_results(results, summary)
+        return EXIT_OK
+    rel = os.path.relpath(bundle_dir)
+    print("TensorRT is not available here, so the engines are built on the device "
+          "(engines are specific to the GPU and TensorRT version that build them):")
+    print("  1. copy the code and the bundle (keeps the {} path):".format(rel))
+    print("       rsync -aR pipeline.py deploy requirements-jetson.txt {} USER@DEVICE:hardnet/".format(rel))
+    print("     or: scp -r pipeline.py deploy requirements-jetson.txt build USER@DEVICE:hardnet/")
+    print("  2. on the device:")
+    print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(rel, concrete))
+    print("  trtexec equivalents, for use without the Python bindings: {}".format(os.path.relpath(script)))
     return EXIT_OK
 
 
+def _bundle_for_engines_or_none(bundle_dir):
+    """(bundle, target) when the bundle's target builds TensorRT engines; (None, None) for ONNX Runtime."""
+    from deploy.bundle import Bundle
+    from deploy.engines import check_bundle_for_engines
+    from deploy.targets import get_target
+
+    bundle = Bundle.open(bundle_dir)
+    if get_target(bundle.target_name).backend != "tensorrt":
+        return None, None
+    return check_bundle_for_engines(bundle_dir)
+
+
+def _print_engine_results(results, summary):
+    from deploy.report import format_table
+
+    device = summary["device"]
+    print("device: {} (sm {}), TensorRT {}; precision {} (asked: {})".format(
+        device["name"], device["compute_capability"] or "?", device["tensorrt"], summary["precision"],
+        summary["precision_requested"]))
+    for line in summary["platform_mismatches"]:
+        print("  profile mismatch: {}".format(line))
+    rows = [[r.model, r.precision, r.action, "{:.1f}".format(r.seconds), r.reason, r.path] for r in results]
+    print(format_table(["model", "precision", "engine", "build s", "why", "file"], rows))
+    for r in results:
+        if r.calibration:
+            print("  {} calibration: {}".format(r.model, r.calibration))
+    print("report: {}; trtexec equivalents: {}".format(summary["report"], summary["trtexec_script"]))
+
+
 def _add_engines(sub):
-    p = sub.add_parser("engines", help="on the device: build TensorRT engines from a bundle")
+    from deploy.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
+    from deploy.targets import PRECISION_CHOICES
+
+    p = sub.add_parser(
+        "engines", help="on the device: build TensorRT engines from a bundle",
+        description="Verify the bundle, then build (or reuse, when up to date) one serialized TensorRT engine "
+                    "per model: engines/<model>.<precision>.<trt>.<device>.engine with a .json sidecar. "
+                    "A stale engine (ONNX, TensorRT version, device or options changed) is rebuilt and the "
+                    "reason shown. Also writes the build log and per-layer information to reports/engines/ "
+                    "and the trtexec equivalents to trtexec.sh.")
+    p.add_argument("bundle", nargs="?", default=os.path.join("build", "jetson-nano"),
+                   help="bundle folder (default: build/jetson-nano)")
+    p.add_argument("--target", default=None,
+                   help="refuse a bundle built for any other target (default: the bundle's own target)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                   help="fp32, fp16, int8 (also enables FP16 fallback) or best = the fastest the target "
+                        "supports (default: the target's default precision)")
+    p.add_argument("--workspace", type=int, default=None, metavar="MiB",
+                   help="builder workspace in MiB (default: the target's, 256 on the Jetson Nano)")
+    p.add_argument("--calibrator", choices=sorted(CALIBRATORS), default=DEFAULT_CALIBRATOR,
+                   help="INT8 calibrator: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator)")
+    p.add_argument("--calib-batch", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help="INT8 calibration batch size (whole batches only)")
+    p.add_argument("--max-batch", type=int, default=1, metavar="N",
+                   help="largest batch of the optimization profile, for dynamic-batch models")
+    p.add_argument("--models", default=None, metavar="A,B", help="only these models (default: all in the bundle)")
+    p.add_argument("--force", action="store_true", help="rebuild even up-to-date engines")
     p.set_defaults(func=_cmd_engines)
 
 
 def _cmd_engines(args):
-    raise PipelineError("engines is not implemented yet")
+    from deploy.engines import build_engines
+    from deploy.targets import get_target, resolve_precision
+
+    precision = args.precision
+    if args.target:   # refuse a precision the named target lacks before touching the bundle
+        target = get_target(args.target)
+        precision = precision or target.default_precision
+        resolve_precision(target, precision)
+    if precision is None:
+        from deploy.bundle import Bundle
+
+        precision = get_target(Bundle.open(args.bundle).target_name).default_precision
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    results, summary = build_engines(
+        args.bundle, precision, workspace_mib=args.workspace, calibrator=args.calibrator, force=args.force,
+        names=names, target_name=args.target, calib_batch=args.calib_batch, max_batch=args.max_batch,
+        keep_verbose=args.verbose > 1)
+    _print_engine_results(results, summary)
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------
 # verify (host or device)                                          owner: calibration/INT8 issue
 # ------------------------------------------------------------------------------------------------
 def _add_verify(sub):
-    p = sub.add_parser("verify", help="measure top-1 agreement and accuracy of every stage and precision")
+    p = sub.add_parser(
+        "verify", help="measure top-1 agreement and accuracy of every stage and precision",
+        description="Run every stage available here (PyTorch eager and BN-folded on the host, the FP32 "
+                    "and INT8 ONNX models, TensorRT engines on a device) on held-out images; report top-1 "
+                    "agreement with the FP32 reference, logit cosine similarity and, for labelled images, "
+                    "accuracy. Writes BUNDLE/reports/verify.json and verify.md.")
+    p.add_argument("bundle", nargs="?", default=None,
+                   help="bundle folder (default: the only bundle under build/)")
+    p.add_argument("--images", metavar="DIR", default=None,
+                   help="held-out images, one sub-folder per class (folder names = class names or indices); "
+                        "default: generic sample photographs, agreement only")
+    p.add_argument("--count", type=int, default=200, metavar="N",
+                   help="images to use, picked deterministically (default 200)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME",
+                   help="verify only this model (repeatable; default: every model in the bundle)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
     p.set_defaults(func=_cmd_verify)
 
 
+def _default_bundle_dir():
+    """The only bundle under build/, else a UsageError naming the choices."""
+    found = sorted(os.path.join("build", d) for d in (os.listdir("build") if os.path.isdir("build") else [])
+                   if os.path.isfile(os.path.join("build", d, "manifest.json")))
+    if len(found) == 1:
+        return found[0]
+    raise UsageError("{} bundles under build/: name one".format("no" if not found else len(found)),
+                     hint="python pipeline.py verify BUNDLE{}".format(
+                         " (one of: {})".format(", ".join(found)) if found else "; build one first"))
+
+
 def _cmd_verify(args):
-    raise PipelineError("verify is not implemented yet")
+    from deploy.bundle import Bundle
+    from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
+
+    bundle = Bundle.open(args.bundle or _default_bundle_dir())
+    report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
+                           threads=args.threads, progress=not args.quiet)
+    print(text_report(report))
+    print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------
 # bench (host or device)                                                  owner: benchmark issue
 # ------------------------------------------------------------------------------------------------
 def _add_bench(sub):
-    p = sub.add_parser("bench", help="time inference (500 iterations of 320x320 by default)")
+    p = sub.add_parser(
+        "bench", help="time inference (500 iterations of 320x320 by default)",
+        description="The HarDNet authors' protocol: seeded random input, warm-up, then every iteration timed "
+                    "and kept. Default backend: TensorRT where it imports, else ONNX Runtime on the CPU (the "
+                    "fallback, said so in the report). Writes BUNDLE/reports/bench.json, bench.md, bench.png.")
+    p.add_argument("bundle", nargs="?", default=None,
+                   help="bundle folder (default: the only bundle under build/; optional with --backend torch "
+                        "--models ...)")
+    p.add_argument("--backend", choices=("tensorrt", "onnxruntime", "torch", "openvino"), default=None,
+                   help="runtime (default: tensorrt if it imports, else onnxruntime)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default=None,
+                   help="default: the target's default on TensorRT, fp32 on the CPU, fp16 with torch on CUDA")
+    p.add_argument("--iterations", type=int, default=500, metavar="N", help="timed iterations (default 500)")
+    p.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="warm-up iterations before timing (default: 10%% of --iterations, 10..100)")
+    p.add_argument("--size", type=int, default=320, metavar="PX", help="input side (default 320)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for onnxruntime/openvino/torch (default: physical cores)")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="comma-separated model names (default: every model in the bundle); with --backend torch "
+                        "any registered model, e.g. resnet50,hardnet68")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="torch backend only (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--out", default=None, metavar="DIR", help="report folder (default BUNDLE/reports)")
+    p.add_argument("--no-png", action="store_true", help="skip bench.png")
     p.set_defaults(func=_cmd_bench)
 
 
+def _bench_bundle_dir(args):
+    """The bundle folder for bench: given, else the only bundle under build/."""
+    if args.bundle:
+        return args.bundle
+    found = sorted(os.path.join("build", d) for d in (os.listdir("build") if os.path.isdir("build") else [])
+                   if os.path.isfile(os.path.join("build", d, "manifest.json")))
+    if len(found) == 1:
+        return found[0]
+    if not found and args.backend == "torch" and args.models:
+        return None
+    raise UsageError("{} bundles under build/: name one".format("no" if not found else len(found)),
+                     hint="python pipeline.py bench BUNDLE{}".format(
+                         " (one of: {})".format(", ".join(found)) if found else
+                         "; build one first (python pipeline.py build), or time PyTorch models without a bundle: "
+                         "--backend torch --models resnet50,hardnet68"))
+
+
 def _cmd_bench(args):
-    raise PipelineError("bench is not implemented yet")
+    from deploy import bench
+    from deploy.bench_report import build_report, render_console, write_reports
+    from deploy.bundle import Bundle
+    from deploy.environment import collect_environment
+
+    protocol = bench.make_protocol(args.iterations, args.warmup, args.size, args.batch, args.seed, args.threads,
+                                   args.precision)
+    choice = bench.choose_backend(args.backend)
+    bundle_dir = _bench_bundle_dir(args)
+    bundle = None
+    if bundle_dir is not None and (choice.name != "torch" or os.path.isdir(bundle_dir) or not args.models):
+        bundle = Bundle.open(bundle_dir)
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    if names is not None and bundle is not None and choice.name != "torch":
+        missing = [n for n in names if n not in bundle.model_names()]
+        if missing:
+            raise UsageError("not in bundle {}: {}".format(bundle.root, ", ".join(missing)),
+                             hint="models in it: {}".format(", ".join(bundle.model_names()) or "none"))
+    if names is None and bundle is not None:
+        names = bundle.require_models()
+    if not names:
+        raise UsageError("no models to benchmark", hint="give a bundle or --models a,b")
+    device = "cpu"
+    if choice.name == "torch":
+        from deploy.runners.torch_runner import cuda_available
+        device = args.device or ("cuda" if cuda_available() else "cpu")
+    if choice.fallback:
+        LOG.warning("%s", choice.reason)
+    cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
+    env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
+    results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
+                                      progress=not args.quiet, optimized_model_dir=cache)
+    env["precision"], env["threads"] = extras["precision"], extras["threads"]
+    report = build_report(env, protocol, results, extras)
+    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
+                                       "reports")
+    paths = write_reports(out_dir, report, png=not args.no_png)
+    print(render_console(report))
+    print("wrote " + ", ".join(paths.values()))
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------
 # analyze (host)                                                            owner: analyze issue
 # ------------------------------------------------------------------------------------------------
+ANALYZE_DEFAULT_MODELS = "hardnet39ds,mobilenetv2,hardnet68ds,mobilenetv2_140"
+
+
 def _add_analyze(sub):
-    p = sub.add_parser("analyze", help="params, MACs, CIO and MoC per layer, and a roofline per target")
+    p = sub.add_parser(
+        "analyze", help="params, MACs, CIO and MoC per layer, and a roofline per target",
+        description="Read each model's BN-folded ONNX graph and report parameters, MACs, CIO (the HarDNet "
+                    "paper's Eq. 1) and MoC per convolution and per model, the layers below the target's "
+                    "MoC threshold, and a roofline latency bound. Without SOURCE, the registered models "
+                    "are exported; SOURCE may be a bundle folder or an .onnx file.")
+    p.add_argument("source", nargs="?", default=None, metavar="SOURCE",
+                   help="a bundle folder (build/<target>) or an .onnx file; default: the model registry")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model names, or 'all' (default: {}; with a bundle: all "
+                        "its models)".format(ANALYZE_DEFAULT_MODELS))
+    p.add_argument("--size", type=int, default=None,
+                   help="square input side (default 224, the paper's; a bundle or .onnx: its own size)")
+    p.add_argument("--target", default="jetson-nano", help="target profile whose roofline to use")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                   help="element width for bytes moved and the peak FLOP/s (default fp16)")
+    p.add_argument("--convention", choices=("paper", "eq1"), default="paper",
+                   help="CIO counting: 'paper' (Eq. 1; stride-2 depthwise convs standing in for pooling "
+                        "do not count) or 'eq1' (every conv counts)")
+    p.add_argument("--peak-gflops", type=float, default=None, help="override the target's peak GFLOP/s")
+    p.add_argument("--bandwidth-gbs", type=float, default=None, help="override the target's DRAM GB/s")
+    p.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write analyze.md and a roofline PNG per model here (default with a bundle: "
+                        "BUNDLE/reports)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     p.set_defaults(func=_cmd_analyze)
 
 
+def _analyze_sources(args):
+    """The ONNX graphs to analyze, from the registry, a bundle or an .onnx file."""
+    from analysis import sources
+
+    names = None
+    if args.models:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        if not names:
+            raise UsageError("--models is empty", hint="give names, e.g. --models hardnet68,mobilenetv2")
+    if args.source and args.source.endswith(".onnx"):
+        if names:
+            raise UsageError("--models does not apply to a single .onnx file", hint="drop --models")
+        return [sources.from_onnx_file(args.source, args.size)]
+    if args.source:
+        if names == ["all"]:
+            names = None
+        return sources.from_bundle(args.source, names, args.size)
+    from models import list_models
+
+    if names == ["all"]:
+        names = list_models()
+    names = names or ANALYZE_DEFAULT_MODELS.split(",")
+    size = args.size or 224
+    out = []
+    try:
+        from tqdm import tqdm
+        names_iter = tqdm(names, desc="export", unit="model", file=sys.stderr, leave=False)
+    except ImportError:
+        names_iter = names
+    for name in names_iter:
+        out.append(sources.from_registry(name, size))
+    return out
+
+
 def _cmd_analyze(args):
-    raise PipelineError("analyze is not implemented yet")
+    from analysis.report import analyze_model, format_console, write_reports
+    from analysis.roofline import get_hardware
+    from deploy.targets import get_target
+
+    get_target(args.target)  # unknown target names fail here, with the list
+    hw = get_hardware(args.target, args.peak_gflops, args.bandwidth_gbs, args.precision)
+    graphs = _analyze_sources(args)
+    analyses = [analyze_model(g.model, g.name, hw, args.precision, convention=args.convention, origin=g.origin,
+                              family=g.family, published=g.published) for g in graphs]
+    print(format_console(analyses, hw))
+    out_dir = args.out
+    if out_dir is None and args.source and not args.source.endswith(".onnx"):
+        out_dir = os.path.join(args.source, "reports")
+    command = "python pipeline.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["analyze"] else ""
+    for path in write_reports(analyses, hw, json_path=args.json_path, out_dir=out_dir, command=command,
+                              plots=not args.no_plots):
+        print("wrote {}".format(path))
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from deploy.errors import PipelineError
+from deploy.errors import CalibrationError, PipelineError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,6 +59,23 @@ class ImageError(PipelineError):
     """An image that cannot be read or used."""
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def list_image_files(folder):
+    # type: (str) -> list
+    """Every JPEG/PNG file under ``folder`` (recursive, hidden files and folders skipped), sorted."""
+    import os
+
+    found = []
+    for root, dirs, files in os.walk(str(folder), followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                found.append(os.path.join(root, name))
+    return sorted(found)
+
+
 def _pil_filter(name):
     from PIL import Image
 
@@ -69,22 +86,59 @@ def _pil_filter(name):
         raise ImageError("unknown interpolation {!r}".format(name), hint="use one of " + ", ".join(filters))
 
 
-def load_image(path):
-    """Open an image file as RGB (grey, palette, CMYK, alpha are converted). Raises ImageError."""
+# Pillow refuses images above ``Image.MAX_IMAGE_PIXELS`` * 2 (decompression bombs); we keep its
+# default limit (about 179 megapixels) and turn the refusal into a clear, skippable ImageError.
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_rgb(image):
+    """Any Pillow mode -> RGB. 16-bit and float grey are scaled to 8 bits rather than clipped."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        if image.mode == "F" and peak <= 1.0:
+            peak = 1.0
+        grey = np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite on white rather than the black Pillow's plain convert() gives transparent pixels.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(path, min_side=None):
+    """Open an image file as RGB (grey, palette, CMYK, alpha, 16-bit are converted). Raises ImageError.
+
+    ``min_side``: the smallest shorter side the caller needs; large JPEGs are then decoded at a
+    reduced DCT scale (Pillow's ``draft``), which is much faster for multi-megapixel photos.
+    """
     from PIL import Image
 
     try:
         with Image.open(str(path)) as image:
+            if min_side and image.format == "JPEG" and min(image.size) >= 2 * int(min_side):
+                image.draft("RGB", (int(min_side), int(min_side)))
             image.load()
-            return image.convert("RGB")
-    except (IOError, OSError, SyntaxError, ValueError) as exc:
+            return _to_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            "image {} is too large to decode safely ({})".format(path, exc),
+            hint="downscale it below {} pixels, or remove it from the folder".format(
+                2 * (Image.MAX_IMAGE_PIXELS or 0)),
+        )
+    except (IOError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError("cannot read image {}: {}".format(path, exc), hint="remove or replace the file")
 
 
 def preprocess_image(image, cfg):
     """PIL image (any mode) -> float32 array (3, size, size), normalised."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = _to_rgb(image)
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("image has no pixels ({}x{})".format(width, height))
@@ -92,6 +146,11 @@ def preprocess_image(image, cfg):
     scale = float(side) / min(width, height)
     new_w = max(side, int(round(width * scale)))
     new_h = max(side, int(round(height * scale)))
+    factor = min(width // new_w, height // new_h) // 2
+    if factor >= 2 and hasattr(image, "reduce"):
+        # Huge image: box-reduce by an integer factor first (what Pillow's reducing_gap=2 does),
+        # so the filtered resize below works on at most ~2x the output size.
+        image = image.reduce(factor)
     image = image.resize((new_w, new_h), _pil_filter(cfg.interpolation))
     left = (new_w - cfg.size) // 2
     top = (new_h - cfg.size) // 2
@@ -102,4 +161,21 @@ def preprocess_image(image, cfg):
 
 
 def preprocess_file(path, cfg):
-    return preprocess_image(load_image(path), cfg)
+    """Image file -> float32 array (3, size, size), exactly as calibration, verify and predict see it."""
+    return preprocess_image(load_image(path, min_side=resize_side(cfg)), cfg)
+
+
+def check_calibration_batches(shape, dtype, input_shape, model_name, path="calibration data"):
+    """Raise CalibrationError unless an array of ``shape``/``dtype`` can calibrate a model taking
+    ``input_shape`` (N, 3, H, W): float32, 4-D, same C/H/W (non-positive or None in
+    ``input_shape`` means any size). Used by the host quantizer and the device's TensorRT calibrator
+    alike, so calibration data made for another model is refused with the same message."""
+    want = tuple(input_shape)[1:]
+    same = len(shape) == 4 and len(want) == 3 and all(
+        not isinstance(w, int) or w <= 0 or int(w) == int(s) for w, s in zip(want, tuple(shape)[1:]))
+    if np.dtype(dtype) != np.float32 or not same or shape[0] < 1:
+        raise CalibrationError(
+            "{} holds {} {}, but {} takes float32 (N, {}): it was made for another model or input size".format(
+                path, np.dtype(dtype), tuple(shape), model_name, ", ".join(str(v) for v in want)),
+            hint="re-run calibration for {} on the host (delete {} first if you copied it in)".format(model_name, path),
+        )

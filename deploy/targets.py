@@ -162,3 +162,61 @@ def resolve_precision(target, requested):
             hint="use --precision fp32{}".format(" or int8" if target.fast_int8 else ""),
         )
     return requested
+
+
+# ------------------------------------------------------------------------------------------------
+# what the GPU at hand reports (read at engine-build time by deploy.trt_compat.probe_device)
+# ------------------------------------------------------------------------------------------------
+DeviceInfo = collections.namedtuple(
+    "DeviceInfo",
+    [
+        "name",                # e.g. "NVIDIA Tegra X1"
+        "compute_capability",  # e.g. "5.3"; None when pycuda is absent
+        "fast_fp16",           # builder.platform_has_fast_fp16
+        "fast_int8",           # builder.platform_has_fast_int8
+        "tensorrt",            # full version of the tensorrt module, e.g. "8.2.1.8"
+    ],
+)
+
+
+def platform_mismatches(target, device):
+    # type: (TargetProfile, DeviceInfo) -> list
+    """What the GPU reports that differs from the profile, one sentence each (empty: consistent)."""
+    out = []
+    if target.compute_capability and device.compute_capability and \
+            target.compute_capability != device.compute_capability:
+        out.append("profile {} expects compute capability sm_{} but this GPU ({}) is sm_{}".format(
+            target.name, target.compute_capability.replace(".", ""), device.name,
+            device.compute_capability.replace(".", "")))
+    for label, want, got in (("FP16", target.fast_fp16, device.fast_fp16),
+                             ("INT8", target.fast_int8, device.fast_int8)):
+        if bool(want) != bool(got):
+            out.append("profile {} says fast {} {} but TensorRT reports platform_has_fast_{} = {}".format(
+                target.name, label, "yes" if want else "no", label.lower(), bool(got)))
+    if target.tensorrt and device.tensorrt and not str(device.tensorrt).startswith(target.tensorrt + "."):
+        out.append("profile {} is for TensorRT {} but TensorRT {} is installed".format(
+            target.name, target.tensorrt, device.tensorrt))
+    return out
+
+
+def local_profile(target, device):
+    # type: (TargetProfile, DeviceInfo) -> TargetProfile
+    """The profile with what the local GPU reports filled in.
+
+    For profiles that leave the GPU open (``x86-gpu``: compute capability None) the reported
+    capabilities replace the profile's; a fixed device profile (the Jetsons) keeps its values
+    and mismatches are reported by ``platform_mismatches`` instead. Either way a precision the GPU
+    itself reports as slow is dropped, so ``best`` never picks it.
+    """
+    if target.backend != "tensorrt":
+        return target
+    if target.compute_capability is None:
+        return target._replace(
+            compute_capability=device.compute_capability,
+            tensorrt=device.tensorrt,
+            fast_fp16=bool(device.fast_fp16),
+            fast_int8=bool(device.fast_int8),
+            description="{} (this machine: {})".format(target.description, device.name),
+        )
+    return target._replace(fast_fp16=bool(target.fast_fp16 and device.fast_fp16),
+                           fast_int8=bool(target.fast_int8 and device.fast_int8))

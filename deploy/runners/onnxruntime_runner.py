@@ -1,13 +1,33 @@
-"""ONNX Runtime runner on the CPU: the fallback wherever TensorRT is absent.
+"""ONNX Runtime runner on the CPU: the fallback wherever TensorRT is absent. Tuned for latency.
+
+What it does, and why (numbers in docs/readme/bench.md, from bench/cpu_fallback.py):
+  * graph optimisation ORT_ENABLE_ALL: besides the fusions of BASIC/EXTENDED this turns on the
+    NCHWc layout transformer on x86 (convolutions in blocked channel layout, MLAS kernels); it
+    is the one setting that moves latency by tens of percent. EXTENDED alone is no faster than
+    BASIC here.
+  * intra-op threads = physical cores (hyper-threads share the FMA units and only add sync);
+    inter-op parallelism off (ORT_SEQUENTIAL): these CNNs are one chain of operators.
+  * spinning worker threads kept on (``session.intra_op.allow_spinning=1``, the default) for a
+    dedicated machine: a parked pool costs a wake-up per operator. ``spinning=False`` is for a
+    machine shared with other work, where spinning threads steal each other's cores.
+  * the optimised graph can be saved once (``optimized_model_dir``) and loaded with
+    optimisation disabled next time: faster session start, same kernels. The file is specific to
+    this ORT version and CPU (NCHWc blocks depend on the vector width), so its name carries the
+    ORT version, a hash of the CPU flags and the source ONNX hash; a stale file is never reused.
+  * inputs and outputs are pre-bound for the timed loop (``prepare``/``run_prepared``): the
+    input array is wrapped once, the output is written into a buffer allocated once.
 
 Python 3.6-compatible; onnxruntime is imported lazily.
 """
+import hashlib
 import logging
+import os
 
 import numpy as np
 
-from deploy.errors import BackendUnavailableError
-from deploy.runners.base import Runner, TensorMeta
+from deploy.atomic import atomic_path, sha256_file
+from deploy.errors import BackendUnavailableError, PipelineError
+from deploy.runners.base import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 
@@ -21,6 +41,8 @@ _ORT_DTYPES = {
     "tensor(uint8)": np.uint8,
 }
 
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
+
 
 def import_onnxruntime():
     try:
@@ -33,24 +55,112 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def default_threads():
+    from deploy.environment import physical_cores
+    return physical_cores()
+
+
+def _level(ort, name):
+    levels = {
+        "disable": "ORT_DISABLE_ALL",
+        "basic": "ORT_ENABLE_BASIC",
+        "extended": "ORT_ENABLE_EXTENDED",
+        "layout": "ORT_ENABLE_LAYOUT",   # ORT >= 1.20; older versions fall back to ALL
+        "all": "ORT_ENABLE_ALL",
+    }
+    if name not in levels:
+        raise PipelineError("unknown ONNX Runtime optimisation level {!r}".format(name),
+                            hint="choose one of: {}".format(", ".join(OPTIMIZATION_LEVELS)))
+    attr = levels[name]
+    if not hasattr(ort.GraphOptimizationLevel, attr):
+        LOG.info("this onnxruntime has no %s; using ORT_ENABLE_ALL", attr)
+        attr = "ORT_ENABLE_ALL"
+    return getattr(ort.GraphOptimizationLevel, attr)
+
+
+def optimized_model_name(model_path, ort_version):
+    """Cache file name: <stem>.ort<version>.<cpu hash>.<onnx hash>.opt.onnx."""
+    from deploy.environment import cpu_flags, cpu_model
+    cpu = hashlib.sha256("{}|{}".format(cpu_model(), ",".join(cpu_flags())).encode("utf-8")).hexdigest()[:8]
+    stem = os.path.basename(str(model_path))
+    if stem.endswith(".onnx"):
+        stem = stem[:-5]
+    return "{}.ort{}.{}.{}.opt.onnx".format(stem, ort_version, cpu, sha256_file(model_path)[:12])
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, model_path, threads=None):
+    def __init__(self, model_path, threads=None, optimization="all", spinning=True, optimized_model_dir=None,
+                 io_binding=True):
         super(OnnxRuntimeRunner, self).__init__()
         self.model_path = str(model_path)
-        self.threads = threads
+        self.threads = int(threads) if threads else None
+        self.optimization = optimization
+        self.spinning = bool(spinning)
+        self.optimized_model_dir = optimized_model_dir
+        self.io_binding = bool(io_binding)
         self.session = None
+        self.loaded_from = None  # the file the session was made from (the cached optimised model or the ONNX)
+        self._output_names = None
+        self._binding = None
+        self._bound_outputs = None
+        self._prepared_feed = None
+
+    # -- settings as a record for reports -------------------------------------------------------
+    def describe(self):
+        ort = import_onnxruntime()
+        return {
+            "runtime": "onnxruntime {}".format(ort.__version__),
+            "provider": "CPUExecutionProvider",
+            "graph_optimization": self.optimization,
+            "intra_op_threads": self.threads or default_threads(),
+            "execution_mode": "sequential",
+            "spinning": self.spinning,
+            "io_binding": self.io_binding,
+            "optimized_model": self.loaded_from if self.loaded_from != self.model_path else None,
+        }
+
+    def _options(self, ort, level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        options.intra_op_num_threads = self.threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        options.log_severity_level = 3
+        return options
 
     def activate_impl(self):
         ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
-        self.session = ort.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
+        if not os.path.isfile(self.model_path):
+            raise PipelineError("ONNX model {} does not exist".format(self.model_path),
+                                hint="rebuild the bundle with `python pipeline.py build`")
+        providers = ["CPUExecutionProvider"]
+        level = _level(ort, self.optimization)
+        source = self.model_path
+        if self.optimized_model_dir and self.optimization in ("all", "layout"):
+            cached = os.path.join(str(self.optimized_model_dir), optimized_model_name(self.model_path, ort.__version__))
+            if not os.path.isfile(cached):
+                LOG.info("saving the optimised graph of %s to %s", os.path.basename(self.model_path), cached)
+                options = self._options(ort, level)
+                with atomic_path(cached) as tmp:
+                    options.optimized_model_filepath = tmp
+                    ort.InferenceSession(self.model_path, options, providers=providers)
+            source, level = cached, _level(ort, "disable")
+        try:
+            self.session = ort.InferenceSession(source, self._options(ort, level), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            raise PipelineError("ONNX Runtime cannot load {}: {}".format(source, str(exc).splitlines()[0]),
+                                hint="check the file (python -c \"import onnx; onnx.checker.check_model('{}')\") "
+                                     "or rebuild the bundle".format(source))
+        self.loaded_from = source
+        self._output_names = [o.name for o in self.session.get_outputs()]
 
     def deactivate_impl(self):
         self.session = None
+        self._binding = None
+        self._bound_outputs = None
 
     def input_metadata_impl(self):
         metas = []
@@ -60,6 +170,38 @@ class OnnxRuntimeRunner(Runner):
         return metas
 
     def infer_impl(self, feed):
-        names = [o.name for o in self.session.get_outputs()]
-        values = self.session.run(names, feed)
-        return dict(zip(names, values))
+        values = self.session.run(self._output_names, feed)
+        return dict(zip(self._output_names, values))
+
+    # -- the timed loop's fast path -------------------------------------------------------------
+    def prepare(self, feed):
+        """Bind ``feed`` and pre-allocated outputs once; then ``run_prepared()`` runs one inference."""
+        self._require_active()
+        check_feed(self._input_meta, feed)
+        if not self.io_binding:
+            self._prepared_feed = feed
+            return
+        ort = import_onnxruntime()
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
+        # One run to learn the output shapes, then bind buffers of exactly those shapes.
+        first = self.session.run(self._output_names, feed)
+        self._bound_outputs = []
+        for name, value in zip(self._output_names, first):
+            out = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), value.dtype)
+            binding.bind_ortvalue_output(name, out)
+            self._bound_outputs.append(out)
+        self._binding = binding
+
+    def run_prepared(self):
+        if self._binding is None:
+            return self.session.run(self._output_names, self._prepared_feed)
+        self.session.run_with_iobinding(self._binding)
+        return self._bound_outputs
+
+    def prepared_outputs(self):
+        """The outputs of the last ``run_prepared`` as numpy arrays (copies)."""
+        if self._binding is None:
+            return None
+        return dict(zip(self._output_names, (v.numpy() for v in self._bound_outputs)))

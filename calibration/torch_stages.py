@@ -1,0 +1,89 @@
+"""The PyTorch stages of ``verify`` (host only): eager FP32 (the reference) and BN-folded FP32.
+
+The model is re-created from the manifest: the registered model name, the weights source path and
+the number of classes, through ``models.create_model``. Random weights cannot be re-created (the
+bundle's ONNX was exported from one random draw), so those bundles get no PyTorch stage.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from deploy.errors import PipelineError
+from deploy.runners.base import Runner, TensorMeta
+
+LOG = logging.getLogger(__name__)
+
+
+class TorchModuleRunner(Runner):
+    """A torch.nn.Module behind the runner contract (CPU, eval mode, no grad)."""
+
+    name = "pytorch"
+
+    def __init__(self, module, input_name: str, input_shape, output_name: str = "logits") -> None:
+        super().__init__()
+        self.module = module
+        self.input_name = input_name
+        self.input_shape = tuple(input_shape)
+        self.output_name = output_name
+
+    def activate_impl(self) -> None:
+        self.module.eval()
+
+    def deactivate_impl(self) -> None:
+        pass
+
+    def input_metadata_impl(self):
+        shape = (None,) + tuple(int(v) for v in self.input_shape[1:])
+        return [TensorMeta(self.input_name, shape, np.dtype(np.float32))]
+
+    def infer_impl(self, feed):
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(feed[self.input_name])))
+        return {self.output_name: out.detach().cpu().numpy()}
+
+
+def _weights_path(record: dict) -> tuple[str | None, str | None]:
+    weights = record.get("weights") or {}
+    source = weights.get("source")
+    if weights.get("random") or not source or source == "random":
+        return None, ("weights are random: PyTorch cannot re-create the exported draw, so the PyTorch "
+                      "stages are skipped and the FP32 ONNX model is the reference")
+    if not os.path.isfile(source):
+        return None, f"PyTorch stages skipped: the checkpoint {source} recorded in the manifest is not here"
+    return source, None
+
+
+def torch_stages(record: dict, name: str):
+    """-> (list of deploy.verify.Stage, list of notes)."""
+    from deploy.verify import Stage
+
+    path, note = _weights_path(record)
+    if path is None:
+        return [], [note]
+    model_name = record.get("model") or name
+    input_name = (record.get("input") or {}).get("name", "input")
+    output_name = (record.get("output") or {}).get("name", "logits")
+    shape = (record.get("input") or {}).get("shape") or [1, 3, 224, 224]
+    try:
+        from models import create_model
+
+        model = create_model(model_name, num_classes=record.get("num_classes"), weights=path).eval()
+    except PipelineError as exc:
+        return [], [f"PyTorch stages skipped: cannot re-create {model_name}: {exc.one_line()}"]
+    stages = [Stage("pytorch", "fp32", "torch eager", path,
+                    lambda: TorchModuleRunner(model, input_name, shape, output_name))]
+    notes = []
+    try:
+        from export.fold_bn import fold_batchnorm
+    except ImportError as exc:
+        notes.append(f"BN-folded stage skipped: export.fold_bn is not available ({exc})")
+    else:
+        folded, report = fold_batchnorm(model)
+        stages.append(Stage("pytorch-bn-folded", "fp32", f"torch eager, {report.n_folded} BN folded", path,
+                            lambda: TorchModuleRunner(folded, input_name, shape, output_name)))
+    return stages, notes

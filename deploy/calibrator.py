@@ -1,0 +1,291 @@
+"""INT8 calibration for TensorRT, split so that almost all of it is plain numpy.
+
+* ``CalibrationBatchStream``: the bundle's ``calibration/<name>.npy`` (N, 3, H, W float32, written
+  on the host by the calibration stage), checked against the model input and cut into whole
+  batches only (a short last batch would skew the histograms; it is dropped and logged).
+* ``CalibrationCache``: the TensorRT calibration cache file, read first (so a second build skips
+  calibration) and written atomically; a cache that is not a TensorRT cache of this calibrator's
+  algorithm is set aside as ``<cache>.corrupt`` and calibration runs again, saying why.
+* ``CalibratorCore``: what the TensorRT callbacks do, with the device copy injected.
+* ``make_trt_calibrator``: the thin TensorRT subclass (``IInt8EntropyCalibrator2`` or
+  ``IInt8MinMaxCalibrator``), created lazily because it needs tensorrt and pycuda.
+
+Python 3.6-compatible; tensorrt and pycuda are imported only by ``make_trt_calibrator``.
+"""
+import logging
+import os
+import re
+from typing import Any, Optional  # noqa: F401 (type comments)
+
+import numpy as np
+
+from deploy.atomic import write_bytes
+from deploy.errors import CalibrationError, UnknownNameError
+
+LOG = logging.getLogger(__name__)
+
+# --calibrator choice -> the algorithm name TensorRT writes in the cache header.
+CALIBRATORS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
+DEFAULT_CALIBRATOR = "entropy"
+DEFAULT_BATCH_SIZE = 8
+
+_HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
+_ENTRY = re.compile(r"^\S.*: [0-9a-fA-F]+$")
+
+
+def check_calibrator(name):
+    # type: (str) -> str
+    if name not in CALIBRATORS:
+        raise UnknownNameError(
+            "unknown calibrator {!r}".format(name),
+            hint="choose one of: {}".format(", ".join(sorted(CALIBRATORS))))
+    return name
+
+
+class CalibrationBatchStream(object):
+    """Whole batches of preprocessed calibration images from a ``.npy`` file."""
+
+    def __init__(self, path, input_shape, batch_size=DEFAULT_BATCH_SIZE, max_batches=None):
+        # type: (str, tuple, int, Optional[int]) -> None
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise CalibrationError(
+                "calibration data {} is missing".format(self.path),
+                hint="rebuild the bundle on the host with calibration images, or use --precision fp16")
+        try:
+            data = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CalibrationError(
+                "calibration data {} is not a readable .npy array ({})".format(self.path, exc),
+                hint="rebuild the bundle's calibration data on the host")
+        want_chw = tuple(int(d) for d in input_shape[1:])
+        if data.ndim != 4 or tuple(data.shape[1:]) != want_chw:
+            raise CalibrationError(
+                "calibration data {} has shape {}; the model input needs (N,) + {}".format(
+                    self.path, tuple(data.shape), want_chw),
+                hint="it belongs to another model or input size: rebuild the bundle's calibration data")
+        if data.dtype != np.float32:
+            raise CalibrationError(
+                "calibration data {} is {}, not float32".format(self.path, data.dtype),
+                hint="rebuild the bundle's calibration data on the host")
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise CalibrationError("calibration batch size must be >= 1, not {}".format(batch_size))
+        if data.shape[0] < batch_size:
+            raise CalibrationError(
+                "calibration data {} has {} images, fewer than one batch of {}".format(
+                    self.path, data.shape[0], batch_size),
+                hint="use more calibration images or a smaller calibration batch")
+        self.data = data
+        self.batch_size = batch_size
+        self.num_batches = int(data.shape[0]) // batch_size
+        if max_batches is not None:
+            self.num_batches = min(self.num_batches, int(max_batches))
+        dropped = int(data.shape[0]) - self.num_batches * batch_size
+        if dropped:
+            LOG.info("calibration: using %d batches of %d from %s; %d images left out (whole batches only)",
+                     self.num_batches, batch_size, self.path, dropped)
+        self.position = 0
+
+    @property
+    def batch_shape(self):
+        return (self.batch_size,) + tuple(self.data.shape[1:])
+
+    def reset(self):
+        self.position = 0
+
+    def next_batch(self):
+        """The next whole batch as a C-contiguous float32 array, or None when all have been fed."""
+        if self.position >= self.num_batches:
+            return None
+        start = self.position * self.batch_size
+        self.position += 1
+        return np.ascontiguousarray(self.data[start:start + self.batch_size], dtype=np.float32)
+
+    def __iter__(self):
+        self.reset()
+        while True:
+            batch = self.next_batch()
+            if batch is None:
+                return
+            yield batch
+
+
+def cache_problem(data, calibrator):
+    # type: (bytes, str) -> object
+    """None when ``data`` looks like a TensorRT calibration cache of ``calibrator``; else why not."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return "not text (a TensorRT calibration cache is ASCII)"
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "empty"
+    header = _HEADER.match(lines[0].strip())
+    if not header:
+        return "first line {!r} is not a TensorRT cache header (TRT-<version>-<algorithm>)".format(lines[0][:40])
+    if header.group(2) != CALIBRATORS[calibrator]:
+        return "written by the {} calibrator, not {}".format(header.group(2), CALIBRATORS[calibrator])
+    if len(lines) < 2:
+        return "has a header but no tensor scales"
+    for number, line in enumerate(lines[1:], start=2):
+        if not _ENTRY.match(line.strip()):
+            return "line {} ({!r}) is not '<tensor>: <hex scale>'".format(number, line[:40])
+    return None
+
+
+class CalibrationCache(object):
+    """The calibration cache file of one model, TensorRT version, device and calibrator."""
+
+    def __init__(self, path, calibrator=DEFAULT_CALIBRATOR):
+        # type: (str, str) -> None
+        self.path = str(path)
+        self.calibrator = check_calibrator(calibrator)
+        self.notes = []  # type: list  # what happened, for the build report
+        self.written = False
+
+    @property
+    def status(self):
+        # type: () -> str
+        return "; ".join(self.notes) or "not read"
+
+    def read(self):
+        """Return the cache bytes when a valid cache exists; None means "calibrate now"."""
+        if not os.path.isfile(self.path):
+            self.notes.append("no cache yet: calibrating")
+            return None
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        problem = cache_problem(data, self.calibrator)
+        if problem:
+            aside = self.path + ".corrupt"
+            os.replace(self.path, aside)
+            note = "cache {} is unusable ({}): moved to {}, calibrating again".format(
+                os.path.basename(self.path), problem, os.path.basename(aside))
+            self.notes.append(note)
+            LOG.warning("%s", note)
+            return None
+        self.notes.append("read cache {}".format(os.path.basename(self.path)))
+        LOG.info("calibration: %s", self.notes[-1])
+        return data
+
+    def write(self, data):
+        data = bytes(data)
+        problem = cache_problem(data, self.calibrator)
+        if problem:
+            # Not ours to judge TensorRT's own output harshly; keep it but say so.
+            LOG.warning("calibration cache from TensorRT looks unusual (%s); writing it anyway", problem)
+        write_bytes(self.path, data)
+        self.written = True
+        self.notes.append("calibrated and wrote {}".format(os.path.basename(self.path)))
+        LOG.info("calibration: %s", self.notes[-1])
+
+
+class CalibratorCore(object):
+    """The calibrator callbacks without TensorRT.
+
+    ``to_device(array) -> int`` copies one batch to the device and returns its address (pycuda in
+    ``make_trt_calibrator``; a fake in tests). An exception in a callback is kept in ``error``
+    (TensorRT would only print it) and re-raised by ``raise_if_failed`` after the build.
+    """
+
+    def __init__(self, stream, cache, to_device):
+        self.stream = stream
+        self.cache = cache
+        self.to_device = to_device
+        self.error = None  # type: Any
+        self.batches_fed = 0
+        self.device_buffer = None  # type: Any
+
+    def get_batch_size(self):
+        return self.stream.batch_size
+
+    def get_batch(self, names):
+        if self.error is not None:
+            return None
+        try:
+            if len(names) != 1:
+                raise CalibrationError(
+                    "the calibrator feeds one input; the network asks for {}".format(list(names)))
+            batch = self.stream.next_batch()
+            if batch is None:
+                return None
+            address = int(self.to_device(batch))
+            self.batches_fed += 1
+            return [address]
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
+            self.error = exc
+            return None
+
+    def read_calibration_cache(self):
+        return self.cache.read()
+
+    def write_calibration_cache(self, data):
+        try:
+            self.cache.write(data)
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
+            self.error = exc
+
+    def raise_if_failed(self):
+        if self.error is not None:
+            if isinstance(self.error, CalibrationError):
+                raise self.error
+            raise CalibrationError("INT8 calibration failed: {}".format(self.error))
+
+
+def make_trt_calibrator(stream, cache):
+    """A TensorRT calibrator subclass over ``CalibratorCore``, one device buffer for all batches.
+
+    Needs tensorrt and pycuda, and a current CUDA context (see deploy.trt_compat.cuda_context).
+    Returns (calibrator, core); keep both alive until the engine is built.
+    """
+    from deploy.trt_compat import require_pycuda, require_tensorrt
+
+    require_tensorrt()
+    cuda = require_pycuda()
+    import tensorrt as trt
+
+    nbytes = int(np.prod(stream.batch_shape)) * np.dtype(np.float32).itemsize
+    device_buffer = cuda.mem_alloc(nbytes)
+
+    def to_device(batch):
+        cuda.memcpy_htod(device_buffer, batch)
+        return int(device_buffer)
+
+    core = CalibratorCore(stream, cache, to_device)
+    core.device_buffer = device_buffer  # keeps the allocation alive as long as the core
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self):
+            return core.get_batch_size()
+
+        def get_batch(self, names):
+            return core.get_batch(names)
+
+        def read_calibration_cache(self):
+            return core.read_calibration_cache()
+
+        def write_calibration_cache(self, cache):
+            core.write_calibration_cache(cache)
+
+    class MinMaxCalibrator(trt.IInt8MinMaxCalibrator):
+        def __init__(self):
+            trt.IInt8MinMaxCalibrator.__init__(self)
+
+        def get_batch_size(self):
+            return core.get_batch_size()
+
+        def get_batch(self, names):
+            return core.get_batch(names)
+
+        def read_calibration_cache(self):
+            return core.read_calibration_cache()
+
+        def write_calibration_cache(self, cache):
+            core.write_calibration_cache(cache)
+
+    calibrator = MinMaxCalibrator() if cache.calibrator == "minmax" else EntropyCalibrator()
+    return calibrator, core

@@ -1,0 +1,262 @@
+"""TensorRT API shims, chosen by what the installed module offers (not by parsing its version).
+
+Two API generations matter here:
+
+* TensorRT 8.2 (JetPack 4.6, the Jetson Nano): explicit-batch network flag,
+  ``config.max_workspace_size``, binding-index I/O (``num_bindings``, ``get_binding_*``),
+  ``context.execute_async_v2(bindings, stream)``.
+* TensorRT 8.5+ and 10: ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, n)``,
+  tensor-name I/O (``num_io_tensors``, ``get_tensor_name``, ``set_tensor_address``),
+  ``context.execute_async_v3(stream)``.
+
+Names that exist only in 8.2 are reached through ``getattr`` after a capability check, so that
+mypy against the TensorRT 10 stubs (``scripts/check_trt_types.py``) checks everything else.
+tensorrt is imported lazily; with no TensorRT installed this module still imports.
+Python 3.6-compatible.
+"""
+import collections
+import contextlib
+import logging
+import re
+from typing import TYPE_CHECKING, Any  # noqa: F401 (Any: type comments)
+
+import numpy as np
+
+from deploy.errors import BackendUnavailableError
+from deploy.targets import DeviceInfo
+
+if TYPE_CHECKING:  # pragma: no cover - for mypy against tensorrt-stubs only
+    import tensorrt
+
+LOG = logging.getLogger(__name__)
+
+DEVICE_HINT = ("run this on the device, where JetPack provides TensorRT (apt: python3-libnvinfer): "
+               "python3 pipeline.py engines BUNDLE")
+
+TensorIO = collections.namedtuple("TensorIO", ["name", "index", "is_input", "shape", "dtype"])
+# index: binding index (8.2) or I/O tensor index (8.5+); shape: tuple, -1 for a dynamic dim;
+# dtype: numpy dtype.
+
+
+def dims_tuple(dims):
+    """A TensorRT ``Dims`` (or any sequence) as a tuple of ints; -1 marks a dynamic dimension."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+def require_tensorrt():
+    """Return the ``tensorrt`` module, or raise BackendUnavailableError saying what to do.
+
+    A folder named ``tensorrt`` holding only type stubs (``pip install tensorrt-stubs``) imports
+    as an empty namespace package; it is treated as "not installed".
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "TensorRT's Python bindings do not import here ({})".format(exc), hint=DEVICE_HINT)
+    if not hasattr(trt, "Builder"):
+        raise BackendUnavailableError(
+            "the 'tensorrt' module here has no Builder (only type stubs, or a broken install)",
+            hint=DEVICE_HINT)
+    return trt
+
+
+def require_pycuda():
+    """Return ``pycuda.driver`` (initialised), or raise BackendUnavailableError."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "pycuda does not import here ({})".format(exc),
+            hint="on the device: pip3 install -r requirements-jetson.txt (see README 'On the Jetson')")
+    cuda.init()
+    return cuda
+
+
+@contextlib.contextmanager
+def cuda_context(device_index=0):
+    """Make device ``device_index``'s primary context current on this thread, and pop it after.
+
+    The primary context is the one the CUDA runtime (and so TensorRT) uses; retaining and pushing
+    it per thread lets a runner or a calibrator work outside the main thread, which
+    ``import pycuda.autoinit`` does not.
+    """
+    cuda = require_pycuda()
+    context = cuda.Device(device_index).retain_primary_context()
+    context.push()
+    try:
+        yield context
+    finally:
+        cuda.Context.pop()
+
+
+def device_name_and_capability(device_index=0):
+    """(name, "major.minor") of the GPU, from pycuda.
+
+    pycuda is required (the runner needs it anyway) so that engines are always named by the same
+    device name, e.g. "NVIDIA Tegra X1" on the Jetson Nano.
+    """
+    cuda = require_pycuda()
+    device = cuda.Device(device_index)
+    major, minor = device.compute_capability()
+    return str(device.name()), "{}.{}".format(major, minor)
+
+
+def probe_device(trt, builder):
+    # type: (object, tensorrt.Builder) -> DeviceInfo
+    """What this machine's GPU and TensorRT report (the ``x86-gpu`` profile is filled from this)."""
+    name, capability = device_name_and_capability()
+    return DeviceInfo(name=name, compute_capability=capability,
+                      fast_fp16=bool(builder.platform_has_fast_fp16),
+                      fast_int8=bool(builder.platform_has_fast_int8),
+                      tensorrt=trt_version(trt))
+
+
+def tensorrt_available():
+    # type: () -> bool
+    try:
+        require_tensorrt()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def trt_version(trt):
+    # type: (object) -> str
+    """``'8.2.1.8'`` style version of the tensorrt module."""
+    return str(getattr(trt, "__version__", "unknown"))
+
+
+def short_version(version):
+    # type: (str) -> str
+    """``'8.2.1.8'`` -> ``'8.2.1'``: the part used in file names (a patch build changes kernels too)."""
+    parts = re.findall(r"\d+", str(version))
+    return ".".join(parts[:3]) if parts else "unknown"
+
+
+def version_tuple(version):
+    # type: (str) -> tuple
+    return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
+
+
+# ------------------------------------------------------------------------------------------------
+# build-side shims
+# ------------------------------------------------------------------------------------------------
+def network_flags(trt, builder):
+    # type: (object, object) -> int
+    """Creation flags for an explicit-batch network.
+
+    Builders that still offer implicit batch (``max_batch_size``, TensorRT < 10) need the
+    EXPLICIT_BATCH flag for ONNX models; TensorRT 10 is always explicit batch and deprecates it.
+    """
+    if hasattr(builder, "max_batch_size"):
+        flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag"), "EXPLICIT_BATCH")
+        return 1 << int(flag)
+    return 0
+
+
+def uses_memory_pools(config):
+    # type: (object) -> bool
+    return hasattr(config, "set_memory_pool_limit")
+
+
+def set_workspace(trt, config, nbytes):
+    # type: (object, object, int) -> str
+    """Limit the builder workspace; return which API was used (for the build options record)."""
+    if uses_memory_pools(config):
+        pool = getattr(getattr(trt, "MemoryPoolType"), "WORKSPACE")
+        getattr(config, "set_memory_pool_limit")(pool, int(nbytes))
+        return "set_memory_pool_limit"
+    setattr(config, "max_workspace_size", int(nbytes))
+    return "max_workspace_size"
+
+
+# ------------------------------------------------------------------------------------------------
+# run-side shims: I/O tensors and execution
+# ------------------------------------------------------------------------------------------------
+class NamedTensorIO(object):
+    """TensorRT 8.5+/10: tensors addressed by name; ``execute_async_v3``."""
+
+    api = "tensor-name"
+
+    def __init__(self, trt, engine):
+        # type: (object, tensorrt.ICudaEngine) -> None
+        self.trt = trt  # type: Any
+        self.engine = engine
+
+    def tensors(self):
+        out = []
+        input_mode = self.trt.TensorIOMode.INPUT
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            out.append(TensorIO(
+                name, i, self.engine.get_tensor_mode(name) == input_mode,
+                dims_tuple(self.engine.get_tensor_shape(name)),
+                np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))))
+        return out
+
+    def set_input_shape(self, context, tensor, shape):
+        # type: (tensorrt.IExecutionContext, TensorIO, tuple) -> None
+        if not context.set_input_shape(tensor.name, tuple(int(d) for d in shape)):
+            raise BackendUnavailableError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
+
+    def output_shape(self, context, tensor):
+        # type: (tensorrt.IExecutionContext, TensorIO) -> tuple
+        return dims_tuple(context.get_tensor_shape(tensor.name))
+
+    def bind(self, context, tensors, addresses):
+        # type: (tensorrt.IExecutionContext, list, dict) -> None
+        for tensor in tensors:
+            context.set_tensor_address(tensor.name, int(addresses[tensor.name]))
+
+    def execute(self, context, stream_handle):
+        # type: (tensorrt.IExecutionContext, int) -> bool
+        return bool(context.execute_async_v3(int(stream_handle)))
+
+
+class IndexedTensorIO(object):
+    """TensorRT 8.2 and older: binding indices; ``execute_async_v2(bindings, stream)``."""
+
+    api = "binding-index"
+
+    def __init__(self, trt, engine):
+        self.trt = trt
+        self.engine = engine
+        self._bindings = []  # type: list
+
+    def tensors(self):
+        engine = self.engine
+        out = []
+        for i in range(int(getattr(engine, "num_bindings"))):
+            out.append(TensorIO(
+                getattr(engine, "get_binding_name")(i), i, bool(getattr(engine, "binding_is_input")(i)),
+                dims_tuple(getattr(engine, "get_binding_shape")(i)),
+                np.dtype(self.trt.nptype(getattr(engine, "get_binding_dtype")(i)))))
+        return out
+
+    def set_input_shape(self, context, tensor, shape):
+        if not getattr(context, "set_binding_shape")(tensor.index, tuple(int(d) for d in shape)):
+            raise BackendUnavailableError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
+
+    def output_shape(self, context, tensor):
+        return dims_tuple(getattr(context, "get_binding_shape")(tensor.index))
+
+    def bind(self, context, tensors, addresses):
+        bindings = [0] * len(tensors)
+        for tensor in tensors:
+            bindings[tensor.index] = int(addresses[tensor.name])
+        self._bindings = bindings
+
+    def execute(self, context, stream_handle):
+        return bool(getattr(context, "execute_async_v2")(bindings=self._bindings, stream_handle=int(stream_handle)))
+
+
+def tensor_io_for(trt, engine):
+    """Pick the I/O API the engine offers: tensor names (8.5+) or binding indices (8.2)."""
+    if hasattr(engine, "num_io_tensors"):
+        return NamedTensorIO(trt, engine)
+    if hasattr(engine, "num_bindings"):
+        return IndexedTensorIO(trt, engine)
+    raise BackendUnavailableError(
+        "this TensorRT engine offers neither tensor-name nor binding-index I/O",
+        hint="use TensorRT 8.2 or newer")

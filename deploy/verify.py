@@ -1,0 +1,413 @@
+"""verify: how much of the FP32 model's behaviour each stage and precision keeps, on held-out images.
+
+For every model in a bundle it runs every stage available here on the same preprocessed images:
+
+  host:   eager PyTorch (the reference), BN-folded PyTorch, the bundle's FP32 ONNX and its ONNX
+          Runtime INT8 model (when present)
+  device: TensorRT engines found in the bundle (when TensorRT imports) and ONNX Runtime
+
+and reports, against the reference: top-1 agreement, cosine similarity of the logits (mean and
+minimum), and accuracy where the images are labelled (one folder per class). Where PyTorch cannot
+re-create the model (no torch, random weights, checkpoint not found) the FP32 ONNX model on ONNX
+Runtime is the reference, and the report says so.
+
+Writes reports/verify.json and reports/verify.md atomically. Python 3.6-compatible; torch, the
+model zoo, tensorrt and onnxruntime are imported lazily.
+"""
+import collections
+import contextlib
+import glob
+import logging
+import os
+import platform
+import random
+import sys
+import time
+
+import numpy as np
+
+from deploy.atomic import write_json, write_text
+from deploy.errors import BackendUnavailableError, PipelineError, UsageError
+from deploy.preprocess import ImageError, config_from_dict, list_image_files, preprocess_image, resize_side
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_COUNT = 200
+PICK_SEED = 0
+GENERIC_SEED = 1  # another crop sequence than calibration's (seed 0)
+REPORT_JSON = "reports/verify.json"
+REPORT_MD = "reports/verify.md"
+
+Stage = collections.namedtuple("Stage", ["name", "precision", "backend", "source", "open"])
+# name: "pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "tensorrt-fp16", ...
+# open: a callable returning a Runner (deploy.runners.base contract: context manager + infer)
+
+VerifyImage = collections.namedtuple("VerifyImage", ["name", "label", "load"])
+# load: callable(cfg) -> float32 (3, H, W); label: class folder name or None
+
+
+class VerifyError(PipelineError):
+    """verify could not run (no images, no stage to compare)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# images
+# ------------------------------------------------------------------------------------------------
+def folder_images(folder, count):
+    """Up to ``count`` images of ``folder`` in a deterministic pick; labels from first sub-folders."""
+    folder = str(folder)
+    if not os.path.isdir(folder):
+        raise UsageError("--images {} is not a folder".format(folder),
+                         hint="give a folder of JPEG/PNG images, one sub-folder per class for accuracy")
+    paths = list_image_files(folder)
+    if not paths:
+        raise VerifyError("no JPEG/PNG images found in {}".format(folder),
+                          hint="lay the images out as DIR/<class name>/*.png (or .jpg)")
+    random.Random(PICK_SEED).shuffle(paths)
+    out = []
+    for path in paths[:count]:
+        parts = os.path.relpath(path, folder).split(os.sep)
+        label = parts[0] if len(parts) > 1 else None
+        out.append(VerifyImage(path, label, _file_loader(path)))
+    return out
+
+
+def _file_loader(path):
+    from deploy.preprocess import preprocess_file
+
+    return lambda cfg: preprocess_file(path, cfg)
+
+
+def generic_images(count):
+    """The generic sample photographs (host only: scikit-image), unlabelled."""
+    try:
+        from calibration.images import ImageCache, generic_items
+    except (ImportError, SyntaxError):  # SyntaxError: the host-only package on an old Python
+        raise UsageError("no --images given, and the generic sample set needs the host's scikit-image",
+                         hint="pass --images DIR (one sub-folder per class for accuracy)")
+    cache = ImageCache()
+    out = []
+    for item in generic_items(count, seed=GENERIC_SEED):
+        out.append(VerifyImage(item.name, None, _generic_loader(cache, item)))
+    return out
+
+
+def _generic_loader(cache, item):
+    return lambda cfg: preprocess_image(cache.open(item, resize_side(cfg)), cfg)
+
+
+def label_index(label, labels, num_classes):
+    """Class index of folder name ``label``: its place in the model's label list, else an integer name."""
+    if label is None:
+        return None
+    if labels and label in labels:
+        return labels.index(label)
+    try:
+        index = int(label)
+    except ValueError:
+        return None
+    return index if 0 <= index < int(num_classes or 0) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# stages
+# ------------------------------------------------------------------------------------------------
+def torch_stages(record, name):
+    """PyTorch stages (eager, BN-folded) when torch and the model zoo import here. -> (stages, notes)."""
+    try:
+        from calibration.torch_stages import torch_stages as make
+    except (ImportError, SyntaxError) as exc:
+        return [], ["PyTorch stages skipped: torch or the model zoo is not available here ({})".format(exc)]
+    return make(record, name)
+
+
+def onnx_stages(bundle, record, threads=None):
+    stages, notes = [], []
+    try:
+        from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner, import_onnxruntime
+
+        import_onnxruntime()
+    except BackendUnavailableError as exc:
+        return [], ["ONNX Runtime stages skipped: {}".format(exc)]
+    for key, stage_name, precision in (("onnx", "onnx-fp32", "fp32"), ("int8_onnx", "onnx-int8", "int8")):
+        entry = record.get(key) or {}
+        if not entry.get("path"):
+            continue
+        path = bundle.path(entry["path"])
+        if not os.path.isfile(path):
+            notes.append("{} skipped: {} is listed but missing".format(stage_name, entry["path"]))
+            continue
+        label = "onnxruntime"
+        if key == "int8_onnx":
+            label += " (QDQ, {} calibration{})".format(
+                entry.get("calib_method", "?"), ", generic data" if entry.get("generic_calibration") else "")
+        stages.append(Stage(stage_name, precision, label, entry["path"], _ort_opener(OnnxRuntimeRunner, path, threads)))
+    return stages, notes
+
+
+def _ort_opener(cls, path, threads):
+    return lambda: cls(path, threads=threads)
+
+
+def tensorrt_stages(bundle, name):
+    """TensorRT engines in the bundle, when tensorrt and H3's runner import here."""
+    engines = sorted(glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name))))
+    if not engines:
+        return [], []
+    try:
+        from deploy.runners.tensorrt_runner import TensorRTRunner
+    except ImportError as exc:
+        return [], ["TensorRT stages skipped: {} engine(s) found but TensorRT is not usable here ({})".format(
+            len(engines), exc)]
+    stages = []
+    for path in engines:
+        parts = os.path.basename(path).split(".")
+        precision = parts[1] if len(parts) > 2 else "?"
+        rel = "engines/" + os.path.basename(path)
+        stages.append(Stage("tensorrt-" + precision, precision, "tensorrt", rel, _trt_opener(TensorRTRunner, path)))
+    return stages, []
+
+
+def _trt_opener(cls, path):
+    return lambda: cls(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics
+# ------------------------------------------------------------------------------------------------
+def cosine(a, b):
+    """Row-wise cosine similarity of two (N, C) arrays (1.0 where both rows are zero)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    dot = (a * b).sum(axis=1)
+    norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    out = np.ones(len(a))
+    nonzero = norm > 0
+    out[nonzero] = dot[nonzero] / norm[nonzero]
+    return out
+
+
+def compare(reference, logits, labels):
+    """Agreement, cosine and accuracy of ``logits`` against ``reference`` (both (N, C))."""
+    ref_top = reference.argmax(axis=1)
+    top = logits.argmax(axis=1)
+    cos = cosine(reference, logits)
+    out = collections.OrderedDict()
+    out["images"] = int(len(top))
+    out["top1_agreement"] = float((top == ref_top).mean())
+    out["disagreements"] = int((top != ref_top).sum())
+    out["cosine_mean"] = float(cos.mean())
+    out["cosine_min"] = float(cos.min())
+    known = np.array([lab is not None for lab in labels], dtype=bool)
+    if known.any():
+        truth = np.array([lab for lab in labels if lab is not None], dtype=np.int64)
+        out["labelled_images"] = int(known.sum())
+        out["accuracy"] = float((top[known] == truth).mean())
+    else:
+        out["accuracy"] = None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+def _progress(total, desc, enabled):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, file=sys.stderr)
+
+
+class _NoBar(object):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass
+
+
+def verify_model(bundle, name, images, threads=None, progress=True):
+    """Run every stage of ``name`` on ``images``; return the model's report dict."""
+    record = bundle.model(name)
+    cfg = config_from_dict(record["preprocessing"])
+    input_name = (record.get("input") or {}).get("name", "input")
+    labels_list = record.get("labels") if isinstance(record.get("labels"), list) else None
+    num_classes = record.get("num_classes")
+    notes = []
+    stages, more = torch_stages(record, name)
+    notes.extend(more)
+    for make in (lambda: onnx_stages(bundle, record, threads), lambda: tensorrt_stages(bundle, name)):
+        found, more = make()
+        stages.extend(found)
+        notes.extend(more)
+    if not stages:
+        raise VerifyError("no stage of {} can run here".format(name),
+                          hint="install onnxruntime (or torch on the host) and check the bundle with `verify -v`")
+    reference = stages[0]
+    if reference.name != "pytorch":
+        notes.append("reference is {} ({}): PyTorch could not re-create the model here".format(
+            reference.name, reference.source))
+    outputs = collections.OrderedDict((s.name, []) for s in stages)
+    errors = collections.OrderedDict()
+    truth, used, skipped = [], [], []
+    started = time.time()
+    with contextlib.ExitStack() as stack:
+        runners = collections.OrderedDict()
+        for stage in stages:
+            try:
+                runners[stage.name] = stack.enter_context(stage.open())
+            except PipelineError as exc:
+                errors[stage.name] = exc.one_line()
+                LOG.warning("%s: stage %s cannot run: %s", name, stage.name, exc.one_line())
+        if reference.name not in runners:
+            raise VerifyError("the reference stage {} of {} cannot run: {}".format(
+                reference.name, name, errors.get(reference.name)), hint="see the message above")
+        with _progress(len(images), "verify {}".format(name), progress) as bar:
+            for image in images:
+                try:
+                    x = image.load(cfg)[None]
+                except ImageError as exc:
+                    skipped.append(image.name)
+                    LOG.warning("skipped %s", exc.one_line())
+                    bar.update(1)
+                    continue
+                for stage_name, runner in runners.items():
+                    result = runner.infer({input_name: x})
+                    outputs[stage_name].append(np.asarray(list(result.values())[0], dtype=np.float32).reshape(-1))
+                truth.append(label_index(image.label, labels_list, num_classes))
+                used.append(image.name)
+                bar.update(1)
+    if not used:
+        raise VerifyError("none of the {} image(s) could be read".format(len(images)),
+                          hint="check the image folder; see the warnings above")
+    ref = np.stack(outputs[reference.name])
+    rows = []
+    for stage in stages:
+        row = collections.OrderedDict([("stage", stage.name), ("precision", stage.precision),
+                                       ("backend", stage.backend), ("source", stage.source)])
+        if stage.name in errors:
+            row["error"] = errors[stage.name]
+        else:
+            row.update(compare(ref, np.stack(outputs[stage.name]), truth))
+        rows.append(row)
+    labelled = sum(1 for t in truth if t is not None)
+    if any(image.label is not None for image in images) and not labelled:
+        notes.append("the class folder names match neither the model's labels nor class indices: "
+                     "accuracy not computed")
+    out = collections.OrderedDict()
+    out["reference"] = reference.name
+    out["images"] = len(used)
+    out["skipped_images"] = len(skipped)
+    out["labelled_images"] = labelled
+    out["seconds"] = round(time.time() - started, 2)
+    out["stages"] = rows
+    out["notes"] = notes
+    return out
+
+
+def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, threads=None, progress=True):
+    """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report."""
+    names = list(names or bundle.require_models())
+    for name in names:
+        bundle.model(name)  # unknown name -> BundleError before any work
+    if count < 1:
+        raise UsageError("--count must be at least 1, not {}".format(count))
+    bundle.verify(names)
+    if images_dir is not None:
+        images = folder_images(images_dir, count)
+        source = os.path.abspath(str(images_dir))
+        generic = False
+    else:
+        images = generic_images(count)
+        source = "generic scikit-image sample photographs (unlabelled; not your domain)"
+        generic = True
+    report = collections.OrderedDict()
+    report["bundle"] = os.path.abspath(bundle.root)
+    report["target"] = bundle.target_name
+    report["images"] = collections.OrderedDict([("source", source), ("requested", count),
+                                                ("generic", generic)])
+    report["host"] = collections.OrderedDict([("python", platform.python_version()),
+                                              ("machine", platform.machine()),
+                                              ("platform", platform.platform())])
+    report["models"] = collections.OrderedDict()
+    for name in names:
+        report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress)
+        record = bundle.model(name)
+        record["fidelity"] = collections.OrderedDict([
+            ("report", REPORT_JSON), ("images", report["models"][name]["images"]),
+            ("image_source", source), ("reference", report["models"][name]["reference"]),
+            ("stages", collections.OrderedDict(
+                (r["stage"], collections.OrderedDict([("top1_agreement", r.get("top1_agreement")),
+                                                      ("accuracy", r.get("accuracy"))]))
+                for r in report["models"][name]["stages"])),
+        ])
+    write_json(bundle.path(REPORT_JSON), report)
+    write_text(bundle.path(REPORT_MD), markdown_report(report))
+    bundle.save()
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# formatting (strings; the CLI prints)
+# ------------------------------------------------------------------------------------------------
+def _pct(value):
+    return "-" if value is None else "{:.2f}%".format(100.0 * value)
+
+
+def _cos(value):
+    return "-" if value is None else "{:.6f}".format(value)
+
+
+def table_rows(model_report):
+    rows = []
+    for r in model_report["stages"]:
+        if "error" in r:
+            rows.append([r["stage"], r["precision"], r["backend"], "error: " + r["error"], "", "", "", ""])
+            continue
+        rows.append([r["stage"], r["precision"], r["backend"], _pct(r["top1_agreement"]),
+                     str(r["disagreements"]), _cos(r["cosine_mean"]), _cos(r["cosine_min"]), _pct(r["accuracy"])])
+    return rows
+
+
+TABLE_HEADERS = ["stage", "precision", "backend", "top-1 agreement", "disagree", "cosine mean", "cosine min",
+                 "accuracy"]
+
+
+def text_report(report):
+    from deploy.report import format_table
+
+    lines = ["images: {} ({})".format(report["images"]["source"],
+                                      "generic, labels unknown: agreement only" if report["images"]["generic"]
+                                      else "requested {}".format(report["images"]["requested"]))]
+    for name, model in report["models"].items():
+        lines.append("")
+        lines.append("{}: {} image(s), {} labelled, reference {}".format(
+            name, model["images"], model["labelled_images"], model["reference"]))
+        lines.append(format_table(TABLE_HEADERS, table_rows(model)))
+        for note in model["notes"]:
+            lines.append("  note: " + note)
+    return "\n".join(lines)
+
+
+def markdown_report(report):
+    from deploy.report import format_markdown_table
+
+    lines = ["# Fidelity (verify)", "",
+             "Bundle `{}` (target {}), images: {}.".format(report["bundle"], report["target"],
+                                                         report["images"]["source"]), ""]
+    if report["images"]["generic"]:
+        lines += ["Generic sample photographs, labels unknown: agreement only, not accuracy.", ""]
+    for name, model in report["models"].items():
+        lines += ["## {}".format(name), "",
+                  "{} image(s), {} labelled; reference: `{}`.".format(
+                      model["images"], model["labelled_images"], model["reference"]), "",
+                  format_markdown_table(TABLE_HEADERS, table_rows(model)), ""]
+        lines += ["- " + note for note in model["notes"]]
+        if model["notes"]:
+            lines.append("")
+    lines.append("Host: Python {} on {}.".format(report["host"]["python"], report["host"]["platform"]))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,38 @@
+"""Tool versions for manifests and reports, on host and device alike.
+
+Python 3.6-compatible (no importlib.metadata): a package's version is read from its module's
+``__version__``, importing it lazily only when asked for. A package that is not installed is
+reported as None, never an error.
+"""
+import collections
+import platform
+import sys
+
+# name in the report -> importable module
+HOST_BUILD_TOOLS = ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "numpy")
+_MODULES = {"onnxsim": "onnxsim", "pillow": "PIL"}
+
+
+def package_version(name):
+    # type: (str) -> object
+    """Version string of an installed package, or None when it does not import."""
+    module_name = _MODULES.get(name, name)
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return None
+    version = getattr(module, "__version__", None)
+    return str(version) if version is not None else None
+
+
+def tool_versions(names=HOST_BUILD_TOOLS):
+    """OrderedDict {"python": ..., name: version or None for each of ``names``}."""
+    out = collections.OrderedDict()
+    out["python"] = platform.python_version()
+    for name in names:
+        out[name] = package_version(name)
+    return out
+
+
+def python_version_tuple():
+    return tuple(sys.version_info[:3])

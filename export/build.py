@@ -1,0 +1,494 @@
+"""The host build: registry model -> BN folded -> ONNX (target opset) -> onnxsim -> parity -> bundle.
+
+``build_bundle(options)`` is the library entry point (``python pipeline.py build`` is a thin CLI
+over it). Per model, in order:
+
+1. load   the model (registry name, or a user's ``pkg.mod:fn``), weights loaded safely or random
+2. fold   BatchNorm into the convolutions (export.fold_bn), on a copy
+3. export ONNX at the target's opset, onnx.checker full check (export.onnx_export)
+4. check  opset, no BatchNormalization, only operators the target's TensorRT parses (export.opset_check)
+5. simplify with onnxsim, checked again (export.simplify)
+6. parity folded PyTorch, ONNX and simplified ONNX (ONNX Runtime) against eager PyTorch (export.parity)
+7. write  models/<name>.onnx (atomic rename) and the model's manifest record, then save the manifest
+
+Every intermediate file lives in a private temporary folder inside the bundle and is removed on the
+way out; the bundle's files are replaced only after every check passed, so a failure leaves the
+previous ONNX files and manifest as they were.
+
+Re-runs: each model record holds a cache key (model, weights sha256, classes, input shape, dynamic
+batch, opset, tool versions, BUILD_CODE_VERSION). A model whose key is unchanged and whose ONNX still
+matches its sha256 is reused untouched; ``force=True`` rebuilds it.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from deploy.atomic import sha256_file
+from deploy.bundle import Bundle, onnx_relpath
+from deploy.errors import BundleError, PipelineError, UsageError
+
+LOG = logging.getLogger(__name__)
+
+# Bump when a change to this package changes what a build writes (it invalidates cached models).
+BUILD_CODE_VERSION = "export-1"
+
+DEFAULT_MODELS = {"jetson-nano": ("hardnet39ds", "hardnet68ds", "mobilenetv2", "mobilenetv2_140")}
+FALLBACK_DEFAULT_MODELS = DEFAULT_MODELS["jetson-nano"]
+TORCH_SEED = 0  # random weights are seeded, so a rebuild of a random model gives the same ONNX
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    target: Any                                   # deploy.targets.TargetProfile
+    out_dir: str
+    models: tuple[str, ...] = ()                  # registry names
+    user_model: str | None = None                 # "package.module:function"
+    weights: dict[str, str] = field(default_factory=dict)  # model name -> checkpoint path
+    num_classes: int | None = None
+    size: int = 320
+    batch: int = 1
+    dynamic_batch: bool = False
+    force: bool = False
+    precision: str | None = None                  # resolved precision, recorded in the manifest
+
+
+@dataclass
+class ModelBuildResult:
+    name: str
+    reused: bool
+    seconds: float
+    record: dict[str, Any]
+
+
+@dataclass
+class BuildResult:
+    bundle: Bundle
+    models: list[ModelBuildResult]
+
+    @property
+    def out_dir(self) -> str:
+        return self.bundle.root
+
+
+@dataclass
+class _Source:
+    """A model to build: its name and how to load it (deferred until the cache says so)."""
+
+    name: str
+    card: Any
+    weights_path: str | None
+    weights_sha256: str | None
+    code_hash: str | None                         # user models: hash of the defining source file
+    load: Callable[[], tuple[Any, Any, dict[str, Any]]]   # -> (nn.Module, card as built, weights record)
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation (before any work)
+# ------------------------------------------------------------------------------------------------
+def default_models(target) -> tuple[str, ...]:
+    return DEFAULT_MODELS.get(target.name, FALLBACK_DEFAULT_MODELS)
+
+
+def parse_weights_args(values: list[str], names: list[str]) -> dict[str, str]:
+    """``--weights name=PATH`` (repeatable) or a single ``PATH`` when exactly one model is built."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if sep and name in names:
+            pass
+        elif sep and name and not os.path.exists(value):
+            raise UsageError(f"--weights {value}: {name!r} is not one of the models being built ({', '.join(names)})",
+                             hint="write --weights MODEL=PATH with a model from --models")
+        else:
+            if len(names) != 1:
+                raise UsageError(f"--weights {value} gives no model name but {len(names)} models are being built",
+                                 hint="write --weights MODEL=PATH, e.g. --weights hardnet68ds=hardnet68ds.pth")
+            name, path = names[0], value
+        if not path:
+            raise UsageError(f"--weights {value} has an empty path", hint="write --weights MODEL=PATH")
+        if name in out:
+            raise UsageError(f"--weights names {name} twice", hint="give one checkpoint per model")
+        out[name] = path
+    return out
+
+
+def check_output_dir(out_dir: str) -> None:
+    """Raise PipelineError unless ``out_dir`` (and its models/ folder) can be created and written."""
+    for folder in (out_dir, os.path.join(out_dir, "models")):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise PipelineError(f"output folder {folder} exists and is not a folder",
+                                hint="choose another --out, or move that file away")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise PipelineError(f"cannot write to output folder {folder}: {exc.strerror or exc}",
+                                hint="choose a writable --out folder, or fix its permissions") from None
+
+
+def _check_shape_options(options: BuildOptions) -> None:
+    if options.size < 1:
+        raise UsageError(f"--size must be a positive number of pixels, got {options.size}", hint="e.g. --size 320")
+    if options.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {options.batch}", hint="e.g. --batch 1")
+    if options.num_classes is not None and options.num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1, got {options.num_classes}",
+                         hint="pass a positive class count, or leave it out")
+
+
+def _file_sha256(path: str) -> str:
+    from deploy.errors import WeightsError
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file {path} does not exist" if not os.path.exists(path)
+                           else f"weights path {path} is not a file", hint="check the path given to --weights")
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}",
+                           hint="check the file's permissions") from None
+
+
+def _registry_source(name: str, options: BuildOptions) -> _Source:
+    from models.registry import get_model_card, load_model
+
+    card = get_model_card(name)  # UnknownNameError (exit 2) for an unknown name
+    path = options.weights.get(name)
+    sha = _file_sha256(path) if path else None
+
+    def load():
+        import torch
+
+        torch.manual_seed(TORCH_SEED)
+        loaded = load_model(name, num_classes=options.num_classes, weights=path)
+        return loaded.model, loaded.card, loaded.weights.to_manifest()
+
+    return _Source(name=name, card=card, weights_path=path, weights_sha256=sha, code_hash=None, load=load)
+
+
+def _source_file_hash(*objects: Any) -> str:
+    """Hash of the source files defining ``objects`` (a user model's code is part of its cache key)."""
+    digest = hashlib.sha256()
+    for obj in objects:
+        try:
+            path = inspect.getsourcefile(obj)
+        except TypeError:
+            path = None
+        digest.update((path or "?").encode())
+        if path and os.path.isfile(path):
+            digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def _user_source(spec: str, options: BuildOptions) -> _Source:
+    import importlib
+
+    import torch
+
+    from models.user import load_user_model
+
+    torch.manual_seed(TORCH_SEED)
+    result = load_user_model(spec)
+    model, card = result if isinstance(result, tuple) else (result, None)
+    if card is None:
+        raise PipelineError(f"--model {spec}: the user model loader returned no model card",
+                            hint="return (model, card) from models.user.load_user_model")
+    name = card.name
+    path = options.weights.get(spec) or options.weights.get(name)
+    sha = _file_sha256(path) if path else None
+    code_hash = _source_file_hash(importlib.import_module(spec.partition(":")[0]), type(model))
+
+    def load():
+        from models.weights import RANDOM_NOTE, load_weights_into
+
+        if path:
+            return model, card, load_weights_into(model, path, model_name=name).to_manifest()
+        return model, card, {"source": "random", "sha256": None, "random": True, "note": RANDOM_NOTE}
+
+    return _Source(name=name, card=card, weights_path=path, weights_sha256=sha, code_hash=code_hash, load=load)
+
+
+def resolve_sources(options: BuildOptions) -> list[_Source]:
+    """Check every name, weights file and the input size before any work; return what to build."""
+    from models.registry import check_input_size
+
+    _check_shape_options(options)
+    sources = [_registry_source(name, options) for name in options.models]
+    if options.user_model:
+        sources.append(_user_source(options.user_model, options))
+    if not sources:
+        raise UsageError("no models to build", hint="pass --models a,b or --model package.module:function")
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"model {', '.join(dupes)} given twice", hint="name each model once in --models")
+    unknown = sorted(set(options.weights) - set(names) - ({options.user_model} if options.user_model else set()))
+    if unknown:
+        raise UsageError(f"--weights names {', '.join(unknown)}, which is not being built",
+                         hint=f"the models being built are {', '.join(names)}")
+    for source in sources:
+        check_input_size(source.card, options.size)  # UsageError naming the sizes that work
+    return sources
+
+
+# ------------------------------------------------------------------------------------------------
+# Cache key, counting
+# ------------------------------------------------------------------------------------------------
+def cache_key(source: _Source, options: BuildOptions, tool_versions: dict[str, Any]) -> str:
+    payload = {
+        "code": BUILD_CODE_VERSION,
+        "model": source.name,
+        "user_code": source.code_hash,
+        "weights_sha256": source.weights_sha256,
+        "num_classes": options.num_classes,
+        "input_shape": [options.batch, 3, options.size, options.size],
+        "dynamic_batch": options.dynamic_batch,
+        "opset": options.target.max_opset,
+        "target_tensorrt": options.target.tensorrt,
+        "tools": tool_versions,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class MacCounter:
+    """Forward hooks counting multiply-accumulates of Conv and Linear layers, per image."""
+
+    def __init__(self, model) -> None:
+        from torch import nn
+
+        self.total = 0
+        self.images = 0
+        self._handles = []
+        for module in model.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                self._handles.append(module.register_forward_hook(self._conv))
+            elif isinstance(module, nn.Linear):
+                self._handles.append(module.register_forward_hook(self._linear))
+        self._pre = model.register_forward_pre_hook(self._count_images)
+
+    def _count_images(self, module, inputs):
+        self.images += int(inputs[0].shape[0])
+
+    def _conv(self, module, inputs, output):
+        per_output = (module.in_channels // module.groups)
+        for k in module.kernel_size:
+            per_output *= int(k)
+        self.total += int(output.numel()) * per_output
+
+    def _linear(self, module, inputs, output):
+        self.total += int(output.numel()) * module.in_features
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._pre.remove()
+
+    @property
+    def per_image(self) -> int:
+        return self.total // self.images if self.images else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# One model
+# ------------------------------------------------------------------------------------------------
+def _reusable(bundle: Bundle, name: str, key: str) -> dict[str, Any] | None:
+    record = bundle.manifest.get("models", {}).get(name)
+    if not isinstance(record, dict) or record.get("build", {}).get("key") != key:
+        return None
+    entry = record.get("onnx") or {}
+    try:
+        bundle.verify_file(entry.get("path", onnx_relpath(name)), entry.get("sha256"))
+    except BundleError as exc:
+        LOG.info("%s: cached ONNX not usable (%s); rebuilding", name, exc)
+        return None
+    return record
+
+
+def _make_readable(path: str) -> None:
+    """Temporary files are created 0600; a bundle file gets the usual 0644 (less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o644 & ~umask)
+
+
+def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_versions: dict[str, Any],
+               key: str, work_dir: str) -> dict[str, Any]:
+    import onnx
+
+    from deploy.preprocess import config_to_dict
+    from export import parity as par
+    from export.fold_bn import count_batchnorm, fold_batchnorm
+    from export.onnx_export import export_onnx
+    from export.opset_check import allowed_ops_for, check_graph
+    from export.simplify import simplify_onnx
+    from models.registry import label_names
+
+    name, target = source.name, options.target
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = [started]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        timings[stage] = round(now - clock[0], 3)
+        clock[0] = now
+    LOG.info("%s: load (%s)", name, source.weights_path or "random weights")
+    model, card, weights_record = source.load()
+    model = model.eval()
+    params = sum(int(p.numel()) for p in model.parameters())
+    lap("load")
+
+    LOG.info("%s: fold BatchNorm", name)
+    folded, fold_report = fold_batchnorm(model)
+    bn_left = count_batchnorm(folded)
+    lap("fold")
+
+    shape = (options.batch, 3, options.size, options.size)
+    LOG.info("%s: export ONNX opset %d, input %s%s", name, target.max_opset, "x".join(map(str, shape)),
+             " (dynamic batch)" if options.dynamic_batch else "")
+    raw_path = os.path.join(work_dir, f"{name}.exported.onnx")
+    final_tmp = os.path.join(work_dir, f"{name}.onnx")
+    exported = export_onnx(folded, raw_path, input_shape=shape, opset=target.max_opset,
+                           dynamic_batch=options.dynamic_batch)
+    lap("export")
+    allowed, strict = allowed_ops_for(target)
+    label = f"TensorRT {target.tensorrt}" if target.tensorrt else target.name
+    check_graph(onnx.load(raw_path), opset=target.max_opset, allowed=allowed if strict else None,
+                label=f"{name} (exported)", target_label=label)
+
+    LOG.info("%s: simplify (onnxsim)", name)
+    simplified = simplify_onnx(raw_path, final_tmp)
+    lap("simplify")
+    ops = check_graph(onnx.load(final_tmp), opset=target.max_opset, allowed=allowed if strict else None,
+                      label=f"{name} (simplified)", target_label=label)
+    if allowed is not None and not strict:
+        from export.opset_check import unsupported_ops
+
+        unknown = unsupported_ops(ops, allowed)
+        if unknown:
+            LOG.warning("%s: operators %s are not in the TensorRT 8.2 list; check %s parses them",
+                        name, ", ".join(unknown), label)
+
+    LOG.info("%s: parity (folded PyTorch, ONNX, simplified ONNX vs eager PyTorch)", name)
+    parity_batch = max(options.batch, 2) if options.dynamic_batch else options.batch
+    inputs = par.parity_inputs((parity_batch, 3, options.size, options.size))
+    reference = par.run_torch(model, inputs)
+    counter = MacCounter(folded)
+    try:
+        folded_out = par.run_torch(folded, inputs)
+    finally:
+        counter.remove()
+    stages = collections.OrderedDict()
+    stages["folded_pytorch"] = par.stage_parity(reference, folded_out, "folded PyTorch", name)
+    stages["onnx"] = par.stage_parity(reference, par.run_onnx(raw_path, inputs), "exported ONNX (ONNX Runtime)", name)
+    stages["onnx_simplified"] = par.stage_parity(reference, par.run_onnx(final_tmp, inputs),
+                                                 "simplified ONNX (ONNX Runtime)", name)
+    lap("parity")
+
+    # Every check passed: put the ONNX in place, then describe it.
+    relpath = onnx_relpath(name)
+    dest = bundle.path(relpath)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    _make_readable(final_tmp)
+    os.replace(final_tmp, dest)
+
+    num_classes = int(reference.shape[-1])
+    labels = label_names(card) if getattr(card, "num_classes", None) == num_classes else None
+    record: dict[str, Any] = collections.OrderedDict()
+    record["onnx"] = {"path": relpath, "sha256": simplified.sha256, "opset": target.max_opset,
+                      "nodes_before_simplify": exported.nodes, "nodes": simplified.nodes_after,
+                      "ops": simplified.ops}
+    record["input"] = {"name": exported.input_name, "shape": list(shape), "dtype": "float32",
+                       "dynamic_batch": options.dynamic_batch}
+    record["output"] = {"name": exported.output_name, "shape": [options.batch, num_classes]}
+    record["preprocessing"] = config_to_dict(card.preprocess_config(options.size))
+    record["num_classes"] = num_classes
+    record["labels"] = labels
+    record["weights"] = weights_record
+    record["params"] = params
+    record["macs"] = counter.per_image
+    record["family"] = card.family
+    record["published"] = dict(card.published)
+    record["bn_folding"] = dict(fold_report.to_dict(), batchnorm_modules_left=bn_left)
+    record["parity"] = {
+        "reference": "eager PyTorch (unfolded), eval mode",
+        "inputs": {"seed": par.PARITY_SEED, "count": len(inputs), "shape": list(inputs[0].shape),
+                   "distribution": "standard normal"},
+        "tolerances": par.TOLERANCES,
+        "stages": {k: v.to_dict() for k, v in stages.items()},
+        "passed": all(v.passed for v in stages.values()),
+    }
+    record["simplify"] = dict(simplified.to_dict(), version=tool_versions.get("onnxsim"))
+    record["build"] = {"key": key, "code_version": BUILD_CODE_VERSION, "seconds": round(time.perf_counter() - started, 2),
+                       "stage_seconds": timings}
+    return record
+
+
+# ------------------------------------------------------------------------------------------------
+# The bundle
+# ------------------------------------------------------------------------------------------------
+def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
+    """Build (or reuse) every requested model into the bundle at ``options.out_dir``."""
+    from deploy.versions import tool_versions as collect_versions
+
+    sources = resolve_sources(options)
+    check_output_dir(options.out_dir)
+    bundle = Bundle.open_or_new(options.out_dir, dict(options.target._asdict()))
+    versions = collect_versions()
+    bundle.manifest["tool_versions"] = versions
+    models = bundle.manifest.pop("models", None)
+    bundle.manifest["models"] = models if models is not None else collections.OrderedDict()
+    results: list[ModelBuildResult] = []
+    bar = None
+    with contextlib.ExitStack() as stack:
+        if progress:
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            bar = stack.enter_context(tqdm(total=len(sources), desc="build", unit="model", leave=False))
+            stack.enter_context(logging_redirect_tqdm())
+        _build_all(sources, options, bundle, versions, results, bar)
+    if options.precision and bundle.manifest.get("precision") != options.precision:
+        bundle.manifest["precision"] = options.precision
+    bundle.save()
+    return BuildResult(bundle=bundle, models=results)
+
+
+def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[str, Any],
+               results: list[ModelBuildResult], bar) -> None:
+    for source in sources:
+        if bar is not None:
+            bar.set_postfix_str(source.name)
+        started = time.perf_counter()
+        key = cache_key(source, options, versions)
+        record = None if options.force else _reusable(bundle, source.name, key)
+        if record is not None:
+            LOG.info("%s: inputs and options unchanged: reusing %s", source.name, record["onnx"]["path"])
+            results.append(ModelBuildResult(source.name, True, time.perf_counter() - started, record))
+        else:
+            work_dir = tempfile.mkdtemp(prefix=".build-", dir=options.out_dir)
+            try:
+                record = _build_one(source, options, bundle, versions, key, work_dir)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            bundle.set_model(source.name, record)
+            if options.precision:
+                bundle.manifest["precision"] = options.precision
+            bundle.save()
+            results.append(ModelBuildResult(source.name, False, time.perf_counter() - started, record))
+            LOG.info("%s: done in %.1f s", source.name, time.perf_counter() - started)
+        if bar is not None:
+            bar.update(1)

@@ -1,0 +1,80 @@
+"""The device side stays Python 3.6 (JetPack 4.6) and imports no host-only or GPU package at import time."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Imported lazily (inside functions) by pipeline.py and deploy/: a Jetson has no torch/onnx, and
+# tensorrt/pycuda/onnxruntime/matplotlib/PIL must not be needed just to import the CLI.
+BLOCKED = ["torch", "torchvision", "onnx", "onnxsim", "onnxscript", "onnxruntime", "tensorrt", "pycuda",
+           "matplotlib", "PIL"]
+
+
+def _vermin(*paths):
+    pytest.importorskip("vermin", reason="vermin is not installed (pip install -r requirements-dev.txt)")
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from vermin import main; sys.exit(main())",
+         "-t=3.6-", "--violations", "--no-tips"] + list(paths),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+
+
+def test_pipeline_and_deploy_are_python36():
+    proc = _vermin("pipeline.py", "deploy")
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_vermin_catches_a_37_construct(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from __future__ import annotations\nimport dataclasses\n")
+    proc = _vermin(str(bad))
+    assert proc.returncode != 0 and "3.7" in proc.stdout
+
+
+IMPORT_ALL = textwrap.dedent("""
+    import importlib, os, pkgutil, sys
+
+    BLOCKED = {blocked!r}
+
+    class Blocker(object):
+        # A meta path finder that refuses the host-only and GPU packages (3.4+ find_spec protocol).
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError("blocked for this test: " + name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    for name in list(sys.modules):
+        if name.split(".")[0] in BLOCKED:
+            del sys.modules[name]
+
+    import deploy, pipeline
+    names = ["pipeline"]
+    for info in pkgutil.walk_packages(deploy.__path__, "deploy."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+    sys.argv = ["pipeline.py", "targets"]
+    code = pipeline.main(["targets"])
+    assert code == 0, code
+    pipeline.make_parser().parse_args(["engines", "--precision", "fp16"])
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not leaked, leaked
+    print("imported", len(names), "modules")
+""")
+
+
+def test_pipeline_and_deploy_import_without_host_or_gpu_packages():
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL.format(blocked=BLOCKED)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "imported" in proc.stdout and "jetson-nano" in proc.stdout
+
+
+def test_the_blocker_really_blocks():
+    code = IMPORT_ALL.format(blocked=BLOCKED).split("import deploy, pipeline")[0] + "import numpy\nimport torch\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+    assert proc.returncode != 0 and "blocked for this test: torch" in proc.stdout

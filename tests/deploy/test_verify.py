@@ -1,0 +1,134 @@
+"""verify: every stage against the FP32 reference, on labelled, unlabelled and generic images."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import pipeline
+from deploy.bundle import Bundle
+from deploy.verify import REPORT_JSON, REPORT_MD, compare, cosine, label_index, text_report, verify_bundle
+from tests.calibration.conftest import export_tiny_bundle, write_images
+
+NAME = "mobilenetv2"
+
+
+@pytest.fixture(scope="module")
+def bundle_template(tmp_path_factory):
+    """A bundle with a checkpoint, calibration data and an INT8 model."""
+    from calibration.stage import calibrate_bundle
+
+    folder = tmp_path_factory.mktemp("verify")
+    bundle, _ = export_tiny_bundle(folder / "bundle", weights_path=folder / "weights.pt")
+    write_images(folder / "calib", 8, seed=5)
+    calibrate_bundle(bundle, [NAME], images_dir=str(folder / "calib"), count=8, make_int8_onnx=True,
+                     progress=False)
+    return folder / "bundle"
+
+
+@pytest.fixture
+def bundle(bundle_template, tmp_path):
+    dest = tmp_path / "bundle"
+    shutil.copytree(str(bundle_template), str(dest))
+    return Bundle.open(str(dest))
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    root = tmp_path / "heldout"
+    for cls in range(3):
+        write_images(root / str(cls), 3, seed=10 + cls)
+    return root
+
+
+def stages_by_name(model_report):
+    return {row["stage"]: row for row in model_report["stages"]}
+
+
+def test_labelled_folder_runs_every_stage(bundle, labelled):
+    report = verify_bundle(bundle, images_dir=str(labelled), count=50, progress=False)
+    model = report["models"][NAME]
+    assert model["reference"] == "pytorch" and model["images"] == 9 and model["labelled_images"] == 9
+    rows = stages_by_name(model)
+    assert list(rows) == ["pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8"]
+    for name in ("pytorch-bn-folded", "onnx-fp32"):
+        assert rows[name]["top1_agreement"] == 1.0 and rows[name]["cosine_min"] > 0.9999
+    assert 0.0 <= rows["onnx-int8"]["top1_agreement"] <= 1.0 and rows["onnx-int8"]["cosine_mean"] > 0.5
+    for row in rows.values():
+        assert row["accuracy"] is not None
+    # accuracy of the reference is its agreement with the folder labels, computed independently
+    assert rows["pytorch"]["accuracy"] in [k / 9.0 for k in range(10)]
+    with open(bundle.path(REPORT_JSON)) as handle:
+        assert json.load(handle)["models"][NAME]["stages"][0]["stage"] == "pytorch"
+    with open(bundle.path(REPORT_MD)) as handle:
+        assert "| onnx-int8 |" in handle.read()
+    record = Bundle.open(bundle.root).model(NAME)
+    assert record["fidelity"]["stages"]["onnx-fp32"]["top1_agreement"] == 1.0
+    assert "onnx-int8" in text_report(report)
+
+
+def test_random_weights_use_the_onnx_model_as_reference(tmp_path):
+    bundle, _ = export_tiny_bundle(tmp_path / "bundle")
+    write_images(tmp_path / "imgs", 3)
+    report = verify_bundle(bundle, images_dir=str(tmp_path / "imgs"), count=3, progress=False)
+    model = report["models"][NAME]
+    assert model["reference"] == "onnx-fp32"
+    assert any("random" in note for note in model["notes"])
+    assert model["labelled_images"] == 0 and stages_by_name(model)["onnx-fp32"]["accuracy"] is None
+
+
+def test_generic_images_give_agreement_only(bundle):
+    report = verify_bundle(bundle, count=4, progress=False)
+    assert report["images"]["generic"] is True
+    model = report["models"][NAME]
+    assert model["images"] == 4 and all(row["accuracy"] is None for row in model["stages"])
+
+
+def test_folder_names_that_are_not_classes_are_noted(bundle, tmp_path):
+    write_images(tmp_path / "imgs" / "cats", 2)
+    report = verify_bundle(bundle, images_dir=str(tmp_path / "imgs"), progress=False)
+    assert any("accuracy not computed" in note for note in report["models"][NAME]["notes"])
+
+
+def test_cli_verify(bundle, labelled, capsys):
+    assert pipeline.main(["-q", "verify", bundle.root, "--images", str(labelled), "--count", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "pytorch-bn-folded" in out and "wrote" in out
+    assert os.path.isfile(bundle.path(REPORT_MD))
+
+
+def test_cli_verify_errors(bundle, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert pipeline.main(["-q", "verify", bundle.root, "--images", str(tmp_path / "empty")]) == 1
+    assert "no JPEG/PNG images" in capsys.readouterr().err
+    assert pipeline.main(["-q", "verify", str(tmp_path / "nowhere")]) == 1
+    assert pipeline.main(["-q", "verify", bundle.root, "--count", "0"]) == 2
+    assert pipeline.main(["-q", "verify", bundle.root, "--model", "nope"]) == 1
+    assert not os.path.exists(bundle.path(REPORT_JSON))
+
+
+def test_tampered_bundle_is_refused(bundle, labelled, capsys):
+    with open(bundle.path("models/mobilenetv2.int8.onnx"), "ab") as handle:
+        handle.write(b"x")
+    assert pipeline.main(["-q", "verify", bundle.root, "--images", str(labelled)]) == 1
+    assert "does not match the manifest" in capsys.readouterr().err
+
+
+def test_metrics():
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    other = np.array([[1.0, 0.1, 0.0], [3.0, 2.0, 0.0], [0.0, 0.0, -3.0]])
+    assert np.allclose(cosine(ref, ref), 1.0)
+    out = compare(ref, other, [0, 1, None])
+    assert out["top1_agreement"] == pytest.approx(1 / 3.0) and out["disagreements"] == 2
+    assert out["cosine_min"] == pytest.approx(-1.0) and out["labelled_images"] == 2
+    assert out["accuracy"] == pytest.approx(0.5)
+    assert compare(ref, ref, [None] * 3)["accuracy"] is None
+
+
+def test_label_index():
+    assert label_index("7", None, 10) == 7
+    assert label_index("12", None, 10) is None
+    assert label_index("cat", ["dog", "cat"], 2) == 1
+    assert label_index("cat", None, 2) is None
+    assert label_index(None, None, 10) is None
