@@ -104,6 +104,12 @@ def set_input_size(model: onnx.ModelProto, size: int, batch: int = 1) -> onnx.Mo
         d.Clear()
         d.dim_value = int(size)
     del m.graph.value_info[:]
+    for out in m.graph.output:  # the declared output sizes may depend on the input size: let inference say
+        if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
+            for i, d in enumerate(out.type.tensor_type.shape.dim):
+                if i >= 2:
+                    d.Clear()
+                    d.dim_param = f"{out.name}_dim{i}"
     return m
 
 

@@ -158,11 +158,11 @@ def _level_variant(level, spinning=True):
     return make
 
 
-def _runner_variant(io_binding=True, cached=True, spinning=True):
+def _runner_variant(io_binding=True, cached=True, spinning=True, pad=True):
     def make(path, x, threads, cache):
         from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
         runner = OnnxRuntimeRunner(path, threads=threads, optimized_model_dir=cache if cached else None,
-                                   io_binding=io_binding, spinning=spinning)
+                                   io_binding=io_binding, spinning=spinning, pad_channels=pad)
         runner.activate()
         name = list(runner.input_metadata())[0]
         runner.prepare({name: x})
@@ -185,7 +185,9 @@ VARIANTS = collections.OrderedDict([
     ("ort-extended", _level_variant("ORT_ENABLE_EXTENDED")),
     ("ort-all", _level_variant("ORT_ENABLE_ALL")),
     ("ort-all-nospin", _level_variant("ORT_ENABLE_ALL", spinning=False)),
-    ("ort-tuned-noiob", _runner_variant(io_binding=False)),
+    ("ort-pad", _runner_variant(io_binding=False, cached=False)),
+    ("ort-pad-iob", _runner_variant(cached=False)),
+    ("ort-tuned-nopad", _runner_variant(pad=False)),
     ("ort-tuned", _runner_variant()),
     ("openvino", variant_openvino),
 ])
@@ -262,7 +264,8 @@ def tables(rows, floors, variants):
         body.append(line)
     # what each step moved, averaged over models (median ratios)
     steps = [("ort-basic", "ort-plain"), ("ort-extended", "ort-basic"), ("ort-all", "ort-extended"),
-             ("ort-all-nospin", "ort-all"), ("ort-tuned-noiob", "ort-all"), ("ort-tuned", "ort-tuned-noiob"),
+             ("ort-all", "ort-plain"), ("ort-all-nospin", "ort-all"), ("ort-pad", "ort-all"),
+             ("ort-pad-iob", "ort-pad"), ("ort-tuned", "ort-pad-iob"), ("ort-tuned", "ort-tuned-nopad"),
              ("ort-tuned", "ort-plain"), ("openvino", "ort-plain")]
     moved = []
     for new, old in steps:

@@ -134,7 +134,12 @@ def _steps(runner, feed):
     if takes_feed:
         return step, (lambda: timed(feed))
     if prepare is None:
-        runner.infer(feed)   # binds the input buffers that execute_timed() reuses
+        set_inputs = getattr(runner, "set_inputs", None)
+        if set_inputs is not None:
+            runner.infer(feed)      # checks the feed once
+            set_inputs(feed)        # the page-locked buffers execute_timed() reuses
+        else:
+            runner.infer(feed)      # binds the input buffers that execute_timed() reuses
     return step, timed
 
 
@@ -185,7 +190,7 @@ def _importable(module):
         return str(exc)
     except (OSError, RuntimeError) as exc:
         return "broken install: {}".format(exc)
-    if getattr(imported, "__file__", None) is None:
+    if getattr(imported, "__path__", None) is not None and getattr(imported, "__file__", None) is None:
         # A namespace package: e.g. tensorrt-stubs (type stubs only) makes `import tensorrt` succeed.
         return "only an empty namespace package named {} (type stubs?) is installed".format(module)
     if module == "tensorrt" and not hasattr(imported, "Logger"):

@@ -193,23 +193,30 @@ def _source_file_hash(*objects: Any) -> str:
     return digest.hexdigest()
 
 
+def user_model_name(spec: str) -> str:
+    """Bundle name of a user model: the spec with ':' made file-name safe ("pkg.mod:fn" -> "pkg.mod.fn")."""
+    return spec.strip().replace(":", ".")
+
+
 def _user_source(spec: str, options: BuildOptions) -> _Source:
+    import dataclasses
     import importlib
 
     import torch
 
-    from models.user import load_user_model
+    from models.user import load_user_model, parse_spec, user_model_card
 
     torch.manual_seed(TORCH_SEED)
-    result = load_user_model(spec)
-    model, card = result if isinstance(result, tuple) else (result, None)
-    if card is None:
-        raise PipelineError(f"--model {spec}: the user model loader returned no model card",
-                            hint="return (model, card) from models.user.load_user_model")
-    name = card.name
+    model = load_user_model(spec)   # UsageError for a bad spec, import error or non-module
+    name = user_model_name(spec)
+    card = dataclasses.replace(user_model_card(spec, model, input_size=options.size), name=name)
+    if options.num_classes is not None and options.num_classes != card.num_classes:
+        raise UsageError(f"--num-classes {options.num_classes} does not match {spec}, whose classifier has "
+                         f"{card.num_classes} outputs",
+                         hint="leave --num-classes out for --model; the model defines its own classes")
     path = options.weights.get(spec) or options.weights.get(name)
     sha = _file_sha256(path) if path else None
-    code_hash = _source_file_hash(importlib.import_module(spec.partition(":")[0]), type(model))
+    code_hash = _source_file_hash(importlib.import_module(parse_spec(spec)[0]), type(model))
 
     def load():
         from models.weights import RANDOM_NOTE, load_weights_into
@@ -235,7 +242,7 @@ def resolve_sources(options: BuildOptions) -> list[_Source]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UsageError(f"model {', '.join(dupes)} given twice", hint="name each model once in --models")
-    unknown = sorted(set(options.weights) - set(names) - ({options.user_model} if options.user_model else set()))
+    unknown = sorted(set(options.weights) - set(names) - {options.user_model})
     if unknown:
         raise UsageError(f"--weights names {', '.join(unknown)}, which is not being built",
                          hint=f"the models being built are {', '.join(names)}")

@@ -20,7 +20,7 @@ BatchNorm2d/3d left over becomes the per-channel affine it computes in eval mode
 convolution, so the exported graph has no BatchNormalization node for any model; with
 ``standalone="keep"`` it stays a BatchNorm.
 
-Folding (eval mode, running statistics), computed in float64 and cast back:
+Folding (eval mode, running statistics; per-channel factors in float64):
     scale = gamma / sqrt(running_var + eps)
     W'    = W * scale[out_channel]
     b'    = (b - running_mean) * scale + beta          (b = 0 when the conv has no bias)
@@ -94,8 +94,9 @@ def conv_kind(conv: nn.Module) -> str:
 
 def fold_conv_bn_weights(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (weight, bias) of the convolution with ``bn`` (eval mode) folded in."""
-    dtype = conv.weight.dtype
-    w = conv.weight.detach().double()
+    # Per-channel vectors in float64; the weight tensor itself is scaled once in its own dtype.
+    w = conv.weight.detach()
+    dtype = w.dtype
     out_channels = w.shape[0]
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(out_channels, dtype=torch.float64)
     mean = bn.running_mean.detach().double()
@@ -103,9 +104,9 @@ def fold_conv_bn_weights(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, 
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn.eps)
-    new_w = w * scale.reshape([-1] + [1] * (w.dim() - 1))
+    new_w = w * scale.to(dtype).reshape([-1] + [1] * (w.dim() - 1))
     new_b = (b - mean) * scale + beta
-    return new_w.to(dtype), new_b.to(dtype)
+    return new_w, new_b.to(dtype)
 
 
 def _why_not_foldable(conv: nn.Module, bn: nn.Module) -> str | None:

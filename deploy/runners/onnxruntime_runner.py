@@ -14,6 +14,9 @@ What it does, and why (numbers in docs/readme/bench.md, from bench/cpu_fallback.
     optimisation disabled next time: faster session start, same kernels. The file is specific to
     this ORT version and CPU (NCHWc blocks depend on the vector width), so its name carries the
     ORT version, a hash of the CPU flags and the source ONNX hash; a stale file is never reused.
+  * convolution channels padded to the NCHWc block (deploy/runners/ort_channel_pad.py) so that
+    HarDNet, whose growth rates leave most channel counts unaligned, runs entirely in the blocked
+    layout instead of switching layout around every Concat; exact (zero padding), x86 only.
   * inputs and outputs are pre-bound for the timed loop (``prepare``/``run_prepared``): the
     input array is wrapped once, the output is written into a buffer allocated once.
 
@@ -22,6 +25,8 @@ Python 3.6-compatible; onnxruntime is imported lazily.
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -78,21 +83,22 @@ def _level(ort, name):
     return getattr(ort.GraphOptimizationLevel, attr)
 
 
-def optimized_model_name(model_path, ort_version):
-    """Cache file name: <stem>.ort<version>.<cpu hash>.<onnx hash>.opt.onnx."""
+def optimized_model_name(model_path, ort_version, padded=False):
+    """Cache file name: <stem>.ort<version>.<cpu hash>.<onnx hash>[.pad].opt.onnx."""
     from deploy.environment import cpu_flags, cpu_model
     cpu = hashlib.sha256("{}|{}".format(cpu_model(), ",".join(cpu_flags())).encode("utf-8")).hexdigest()[:8]
     stem = os.path.basename(str(model_path))
     if stem.endswith(".onnx"):
         stem = stem[:-5]
-    return "{}.ort{}.{}.{}.opt.onnx".format(stem, ort_version, cpu, sha256_file(model_path)[:12])
+    return "{}.ort{}.{}.{}{}.opt.onnx".format(stem, ort_version, cpu, sha256_file(model_path)[:12],
+                                              ".pad" if padded else "")
 
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, model_path, threads=None, optimization="all", spinning=True, optimized_model_dir=None,
-                 io_binding=True):
+                 io_binding=True, pad_channels=True):
         super(OnnxRuntimeRunner, self).__init__()
         self.model_path = str(model_path)
         self.threads = int(threads) if threads else None
@@ -100,6 +106,7 @@ class OnnxRuntimeRunner(Runner):
         self.spinning = bool(spinning)
         self.optimized_model_dir = optimized_model_dir
         self.io_binding = bool(io_binding)
+        self.pad_channels = bool(pad_channels)
         self.session = None
         self.loaded_from = None  # the file the session was made from (the cached optimised model or the ONNX)
         self._output_names = None
@@ -118,6 +125,7 @@ class OnnxRuntimeRunner(Runner):
             "execution_mode": "sequential",
             "spinning": self.spinning,
             "io_binding": self.io_binding,
+            "channel_padding": self.pad_channels,
             "optimized_model": self.loaded_from if self.loaded_from != self.model_path else None,
         }
 
@@ -138,24 +146,63 @@ class OnnxRuntimeRunner(Runner):
                                 hint="rebuild the bundle with `python pipeline.py build`")
         providers = ["CPUExecutionProvider"]
         level = _level(ort, self.optimization)
+        full = self.optimization in ("all", "layout")
         source = self.model_path
-        if self.optimized_model_dir and self.optimization in ("all", "layout"):
-            cached = os.path.join(str(self.optimized_model_dir), optimized_model_name(self.model_path, ort.__version__))
-            if not os.path.isfile(cached):
+        cached = None
+        if self.optimized_model_dir and full:
+            cached = os.path.join(str(self.optimized_model_dir), optimized_model_name(
+                self.model_path, ort.__version__, padded=self.pad_channels))
+        if cached and os.path.isfile(cached):
+            source, level = cached, _level(ort, "disable")
+        else:
+            model = self._padded_model(ort) if (full and self.pad_channels) else None
+            if model is not None:
+                source = model
+            if cached:
                 LOG.info("saving the optimised graph of %s to %s", os.path.basename(self.model_path), cached)
                 options = self._options(ort, level)
                 with atomic_path(cached) as tmp:
                     options.optimized_model_filepath = tmp
-                    ort.InferenceSession(self.model_path, options, providers=providers)
-            source, level = cached, _level(ort, "disable")
-        try:
-            self.session = ort.InferenceSession(source, self._options(ort, level), providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-            raise PipelineError("ONNX Runtime cannot load {}: {}".format(source, str(exc).splitlines()[0]),
-                                hint="check the file (python -c \"import onnx; onnx.checker.check_model('{}')\") "
-                                     "or rebuild the bundle".format(source))
-        self.loaded_from = source
+                    self._session(ort, source, options, providers)
+                source, level = cached, _level(ort, "disable")
+        self.session = self._session(ort, source, self._options(ort, level), providers)
+        self.loaded_from = source if isinstance(source, str) else "{} (channel-padded in memory)".format(
+            self.model_path)
         self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def _session(self, ort, source, options, providers):
+        try:
+            return ort.InferenceSession(source, options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            raise PipelineError("ONNX Runtime cannot load {}: {}".format(self.model_path, str(exc).splitlines()[0]),
+                                hint="check the file (python -c \"import onnx; onnx.checker.check_model('{}')\") "
+                                     "or rebuild the bundle".format(self.model_path))
+
+    def _padded_model(self, ort):
+        """The BASIC-optimised graph with channels padded to the NCHWc block, as bytes; None if not useful."""
+        from deploy.runners.ort_channel_pad import nchwc_block_size, pad_channels
+        block = nchwc_block_size()
+        if block <= 1:
+            return None
+        try:
+            import onnx
+        except ImportError:
+            LOG.info("onnx is not installed: running %s without channel padding", self.model_path)
+            return None
+        folder = tempfile.mkdtemp(prefix="ort-pad-")
+        try:
+            basic = os.path.join(folder, "basic.onnx")
+            options = self._options(ort, _level(ort, "basic"))
+            options.optimized_model_filepath = basic
+            self._session(ort, self.model_path, options, ["CPUExecutionProvider"])
+            padded = pad_channels(onnx.load(basic), block)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if padded is None:
+            return None
+        LOG.info("%s: convolution channels padded to multiples of %d for the NCHWc layout",
+                 os.path.basename(self.model_path), block)
+        return padded.SerializeToString()
 
     def deactivate_impl(self):
         self.session = None

@@ -141,10 +141,13 @@ def test_untraceable_model_falls_back_to_sequential_pairs():
     assert d["folded"] == 1 and d["left"][0]["bn"] == "bn" and d["left_as_batchnorm"] == 1
 
 
+_BIG = {"hardnet68", "hardnet85", "resnet50", "densenet121"}  # seconds each just to initialise
+
+
 def _zoo_names():
     from models.registry import list_models
 
-    return list_models()
+    return [pytest.param(n, marks=pytest.mark.slow) if n in _BIG else n for n in list_models()]
 
 
 @pytest.mark.parametrize("name", _zoo_names())

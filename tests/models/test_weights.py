@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from deploy.errors import WeightsError
+from models.hardnet import HarDNet
 from models.registry import create_model, load_model
 from models.weights import (classifier_key, infer_num_classes, load_weights_info, load_weights_into,
                             read_checkpoint)
@@ -87,7 +88,8 @@ def test_fine_tuned_head_sets_num_classes(tmp_path: Path) -> None:
     with torch.no_grad():
         assert loaded.model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
     # Explicitly the same count works; another count names the fix.
-    assert create_model("hardnet39ds", num_classes=10, weights=path).classifier.out_features == 10
+    same = create_model("hardnet39ds", num_classes=10, weights=path)
+    assert isinstance(same, HarDNet) and same.classifier.out_features == 10
     with pytest.raises(WeightsError, match="shape mismatch") as info:
         create_model("hardnet39ds", num_classes=1000, weights=path)
     assert "base.14.3.weight" in str(info.value) and "--num-classes 10" in str(info.value.hint)

@@ -1,0 +1,57 @@
+"""Target profiles and the precision policy."""
+import pytest
+
+from deploy.errors import PrecisionUnsupportedError, UnknownNameError
+from deploy.targets import (PRECISIONS, get_target, list_targets, resolve_precision,
+                            supported_precisions)
+
+
+def test_the_five_profiles():
+    names = [t.name for t in list_targets()]
+    assert names == ["jetson-nano", "jetson-xavier-nx", "jetson-orin-nano", "x86-gpu", "cpu"]
+    nano = get_target("jetson-nano")
+    assert (nano.compute_capability, nano.tensorrt, nano.max_opset) == ("5.3", "8.2", 13)
+    assert nano.fast_fp16 and not nano.fast_int8 and nano.dla_cores == 0 and nano.memory_gb == 4
+    assert nano.workspace_mib == 256
+    assert get_target("cpu").backend == "onnxruntime"
+    assert get_target("x86-gpu").compute_capability is None      # filled from the local GPU
+
+
+@pytest.mark.parametrize("target", [t.name for t in list_targets()])
+def test_every_default_precision_is_one_the_target_supports(target):
+    profile = get_target(target)
+    assert profile.default_precision in supported_precisions(profile)
+    assert resolve_precision(profile, profile.default_precision) == profile.default_precision
+    assert resolve_precision(profile, "best") in PRECISIONS
+
+
+@pytest.mark.parametrize("target, best", [("jetson-nano", "fp16"), ("jetson-xavier-nx", "int8"),
+                                          ("jetson-orin-nano", "int8"), ("x86-gpu", "int8"), ("cpu", "int8")])
+def test_best_is_the_fastest_supported(target, best):
+    assert resolve_precision(get_target(target), "best") == best
+
+
+def test_int8_on_the_nano_is_refused_with_the_reason_and_the_fix():
+    with pytest.raises(PrecisionUnsupportedError) as info:
+        resolve_precision(get_target("jetson-nano"), "int8")
+    assert "Maxwell" in str(info.value) and "--precision fp16" in info.value.hint
+    assert info.value.exit_code == 2
+
+
+def test_fp16_on_cpu_and_unknown_names():
+    with pytest.raises(PrecisionUnsupportedError, match="no fast FP16"):
+        resolve_precision(get_target("cpu"), "fp16")
+    with pytest.raises(UnknownNameError, match="unknown precision"):
+        resolve_precision(get_target("cpu"), "fp8")
+    with pytest.raises(UnknownNameError, match="unknown target 'jetson-tx2'") as info:
+        get_target("jetson-tx2")
+    assert "jetson-nano" in info.value.hint
+
+
+def test_targets_command_lists_every_profile(capsys):
+    import pipeline
+    assert pipeline.main(["targets"]) == 0
+    out = capsys.readouterr().out
+    for target in list_targets():
+        assert target.name in out
+    assert "256 MiB" in out and "fp32,fp16" in out

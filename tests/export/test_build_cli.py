@@ -1,0 +1,116 @@
+"""`python pipeline.py build` through pipeline.main: summary, and bad input (one line, exit code,
+nothing in the output folder damaged)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import pipeline
+
+SIZE = "64"
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                out[os.path.relpath(path, folder)] = handle.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "bundle"
+    code = pipeline.main(["-q", "build", "--target", "jetson-nano", "--models", "mobilenetv2", "--size", SIZE,
+                          "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_summary_and_reuse(bundle_dir, capsys):
+    code = pipeline.main(["-q", "build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(bundle_dir)])
+    out = capsys.readouterr().out
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("model"))
+    for column in ("params", "GMACs", "nodes", "BN folded", "parity"):
+        assert column in header
+    row = next(line for line in out.splitlines() if line.startswith("mobilenetv2"))
+    assert "3.50M" in row and "reused" in row and "52" in row
+    assert "random weights: latency artifacts only" in out
+    assert "pipeline.py bench {}".format(bundle_dir) in out
+
+
+def _run_bad(argv, capsys):
+    code = pipeline.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def _tiny_other_arch(path):
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2)).state_dict(), path)
+
+
+BAD = {
+    "unknown model": (["--models", "nosuchnet"], 2, "unknown model 'nosuchnet'"),
+    "unknown target": (["--target", "nosuchboard"], 2, "unknown target 'nosuchboard'"),
+    "missing weights": (["--weights", "{tmp}/missing.pth"], 1, "does not exist"),
+    "corrupt weights": (["--weights", "{tmp}/corrupt.pth"], 1, "corrupt"),
+    "other architecture": (["--weights", "{tmp}/other.pth"], 1, "does not fit mobilenetv2"),
+    "weights for a model not built": (["--weights", "hardnet39ds={tmp}/other.pth"], 2, "not one of the models"),
+    "size too small": (["--models", "densenet121", "--size", "16"], 2, "cannot take a 16x16 input"),
+    "bad batch": (["--batch", "0"], 2, "--batch must be at least 1"),
+    "int8 on the nano": (["--precision", "int8"], 2, "no fast INT8"),
+    "empty --models": (["--models", ""], 2, "--models is empty"),
+    "user model import": (["--model", "nosuchpkg.mod:fn", "--models", "mobilenetv2"], 2, "nosuchpkg"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input(case, bundle_dir, tmp_path, capsys):
+    (tmp_path / "corrupt.pth").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    _tiny_other_arch(tmp_path / "other.pth")
+    extra, want_code, want_text = BAD[case]
+    extra = [arg.replace("{tmp}", str(tmp_path)) for arg in extra]
+    argv = ["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(bundle_dir)]
+    before = snapshot(bundle_dir)
+    code, last = _run_bad(argv + extra, capsys)
+    assert code == want_code, last
+    assert last.startswith("error: ") and want_text in last
+    assert "(fix: " in last                       # every error names the fix
+    assert snapshot(bundle_dir) == before         # nothing in the bundle changed
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, last = _run_bad(["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(blocker / "sub")],
+                          capsys)
+    assert code == 1 and "cannot write to output folder" in last and "(fix: " in last
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root ignores folder permissions, so a read-only folder cannot be simulated")
+def test_read_only_output_folder(bundle_dir, capsys):
+    before = snapshot(bundle_dir)
+    os.chmod(bundle_dir, 0o555)
+    try:
+        code, last = _run_bad(["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(bundle_dir),
+                               "--force"], capsys)
+    finally:
+        os.chmod(bundle_dir, 0o755)
+    assert code == 1 and "cannot write" in last
+    assert snapshot(bundle_dir) == before
+
+
+def test_manifest_of_another_target_is_refused(bundle_dir, capsys):
+    before = snapshot(bundle_dir)
+    code, last = _run_bad(["build", "--target", "cpu", "--models", "mobilenetv2", "--size", SIZE,
+                           "--out", str(bundle_dir)], capsys)
+    assert code == 1 and "built for target 'jetson-nano'" in last
+    assert snapshot(bundle_dir) == before
