@@ -43,7 +43,27 @@ def _cmd_targets(args):
         rows))
     for t in list_targets():
         print("  {:<17} {}. {}".format(t.name, t.description, t.notes))
+    _print_local_gpu()
     return EXIT_OK
+
+
+def _print_local_gpu():
+    """What x86-gpu means on this machine: the local GPU as TensorRT reports it (when it imports)."""
+    from deploy.errors import BackendUnavailableError
+    from deploy.targets import get_target, local_profile, supported_precisions
+    from deploy.trt_compat import probe_local_device, tensorrt_available
+
+    if not tensorrt_available():
+        print("  (no TensorRT here: x86-gpu's capabilities are read from the GPU when engines are built)")
+        return
+    try:
+        device = probe_local_device()
+    except BackendUnavailableError as exc:
+        print("  (TensorRT imports but the GPU could not be read: {})".format(exc.one_line()))
+        return
+    here = local_profile(get_target("x86-gpu"), device)
+    print("  this machine: {} (sm {}), TensorRT {}: fast precisions {}".format(
+        device.name, device.compute_capability, device.tensorrt, ",".join(supported_precisions(here))))
 
 
 def _add_models(sub):
@@ -79,22 +99,23 @@ def _add_build(sub):
                    help="registered models, comma-separated (default for jetson-nano: "
                         "hardnet39ds,hardnet68ds,mobilenetv2,mobilenetv2_140; see `models`)")
     p.add_argument("--model", default=None, metavar="PKG.MOD:FN",
-                   help="also build your own model: a function returning an nn.Module")
+                   help="build your own model: a function returning an nn.Module (alone, or with the "
+                        "models named by --models)")
     p.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                    help="checkpoint for a model (repeatable); a bare PATH when one model is built. "
                         "Without it the weights are random (latency artifacts only)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="classifier outputs (default: the checkpoint's, else the model card's)")
     p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default build/<target>)")
-    p.add_argument("--size", type=int, default=320, help="square input side in pixels (default 320)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
+    p.add_argument("--size", type=int, default=320, metavar="N", help="square input side in pixels (default 320)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "best"],
                    help="engine precision for the device (default: the target's default, fp16 on the Nano)")
     p.add_argument("--force", action="store_true", help="rebuild every model even when nothing changed")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
-    p.add_argument("--calib-count", type=int, default=500, help="int8 only: images to calibrate with (default 500)")
+    p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 only: calibration method (default minmax)")
     p.set_defaults(func=_cmd_build)
@@ -125,13 +146,15 @@ def _build_summary_rows(result):
         parity = "ok {} stages, err<={:.1e} of range, cos>={:.6f}".format(len(stages), worst, cos) \
             if rec.get("parity", {}).get("passed") else "FAILED"
         bn = rec.get("bn_folding", {})
-        left = len(bn.get("left", []))
+        kept = bn.get("left_as_batchnorm", 0)
+        affine = len(bn.get("left", [])) - kept
         rows.append([
             item.name,
             _fmt_count(rec.get("params", 0)),
             "{:.3f}".format(rec.get("macs", 0) / 1e9),
             "{} -> {}".format(rec["onnx"].get("nodes_before_simplify", "?"), rec["onnx"].get("nodes", "?")),
-            "{}{}".format(bn.get("folded", 0), " ({} left)".format(left) if left else ""),
+            "{}{}{}".format(bn.get("folded", 0), " (+{} as affine)".format(affine) if affine else "",
+                            " ({} left)".format(kept) if kept else ""),
             parity,
             "random" if rec.get("weights", {}).get("random") else "checkpoint",
             "reused" if item.reused else "built {:.1f} s".format(item.seconds),
@@ -163,7 +186,8 @@ def _cmd_build(args):
         from calibration.stage import calibrate_bundle
 
         calibrate_bundle(result.bundle, built, images_dir=args.calib_images, count=args.calib_count,
-                         method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"))
+                         method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"),
+                         progress=not args.quiet)
     print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
                         "weights", "stage"], _build_summary_rows(result)))
     random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]
@@ -176,7 +200,10 @@ def _cmd_build(args):
     # _engines_after_build builds the engines here when TensorRT imports, else prints how to copy the
     # bundle to the device and build them there; the benchmark is the step after that.
     code = _engines_after_build(args, out_dir, precision)
-    print("then benchmark (on the device): python3 pipeline.py bench {}".format(out_dir))
+    if target.backend == "tensorrt":
+        print("then benchmark, on the device: python3 pipeline.py bench {}".format(out_dir))
+    else:
+        print("next: python pipeline.py bench {}".format(out_dir))
     return code
 
 
@@ -203,15 +230,17 @@ def _engines_after_build(args, bundle_dir, precision):
         results, summary = build_engines(bundle_dir, concrete)
         _print_engine_results(results, summary)
         return EXIT_OK
-    rel = os.path.relpath(bundle_dir)
+    here = bundle_dir.rstrip("/" + os.sep) or bundle_dir
+    there = "build/{}".format(os.path.basename(os.path.abspath(here)))
     print("TensorRT is not available here, so the engines are built on the device "
           "(engines are specific to the GPU and TensorRT version that build them):")
-    print("  1. copy the code and the bundle (keeps the {} path):".format(rel))
-    print("       rsync -aR pipeline.py deploy requirements-jetson.txt {} USER@DEVICE:hardnet/".format(rel))
-    print("     or: scp -r pipeline.py deploy requirements-jetson.txt build USER@DEVICE:hardnet/")
-    print("  2. on the device:")
-    print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(rel, concrete))
-    print("  trtexec equivalents, for use without the Python bindings: {}".format(os.path.relpath(script)))
+    print("  1. copy the code and the bundle to the device:")
+    print("       rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/")
+    print("       rsync -a {}/ USER@DEVICE:hardnet/{}/".format(here, there))
+    print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
+    print("  2. on the device (see README 'On the Jetson' for what to install first):")
+    print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(there, concrete))
+    print("  trtexec equivalents, for use without the Python bindings: {}".format(script))
     return EXIT_OK
 
 

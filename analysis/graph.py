@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import shape_inference
 
 from deploy.errors import PipelineError
@@ -71,8 +72,9 @@ class GraphSummary:
 
 
 def _dims(value_info) -> list:
+    """Dimensions: ints where known, the symbol (or None) where not."""
     shape = value_info.type.tensor_type.shape
-    out = []
+    out: list[int | str | None] = []
     for d in shape.dim:
         if d.HasField("dim_value"):
             out.append(int(d.dim_value))
@@ -116,7 +118,7 @@ def set_input_size(model: onnx.ModelProto, size: int, batch: int = 1) -> onnx.Mo
 def infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(model, check_type=False, strict_mode=True, data_prop=True)
-    except Exception as exc:  # onnx raises InferenceError and a few others; all mean the same here
+    except (shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
         raise GraphError(f"ONNX shape inference failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                          hint="check the model with onnx.checker, or export it with fixed input shapes") from exc
 
@@ -257,11 +259,11 @@ def analyze_graph(model: onnx.ModelProto) -> GraphSummary:
             bd = weight_dims(b)
             if bd is None or len(bd) != 2:
                 continue  # activation x activation MatMul: not a fully connected layer
-            in_shape = shapes.get(a)
-            out_shape = shapes.get(node.output[0])
-            if not in_shape or not out_shape:
+            fc_in, fc_out = shapes.get(a), shapes.get(node.output[0])
+            if not fc_in or not fc_out:
                 raise GraphError(f"fully connected layer {name}: tensor shape unknown",
                                  hint="export with fixed input shapes")
+            in_shape, out_shape = fc_in, fc_out
             trans_b = int(_attr(node, "transB", 0)) if node.op_type == "Gemm" else 0
             n_out, k_in = (bd[0], bd[1]) if trans_b else (bd[1], bd[0])
             rows = _per_image(in_shape) // int(k_in) if in_shape else 1
@@ -275,16 +277,14 @@ def analyze_graph(model: onnx.ModelProto) -> GraphSummary:
                 out_shape=[d if isinstance(d, int) else 1 for d in out_shape],
                 in_elems=_per_image(in_shape), out_elems=_per_image(out_shape),
                 macs=int(rows * n_out * k_in), weight_elems=welems))
-    params = 0
-    for init in g.initializer:
-        if init.data_type in _FLOAT_TYPES:
-            params += int(math.prod(init.dims)) if init.dims else 1
-    for out, dims in const_dims.items():
-        node = producer[out]
-        t = _attr(node, "value")
-        if t is not None and t.data_type in _FLOAT_TYPES and any(
-                out in (n.input[1:] if n.op_type in ("Conv", "Gemm", "MatMul") else ()) for n in g.node):
-            params += int(math.prod(dims)) if dims else 1
+    weight_inputs = {name for n in g.node if n.op_type in ("Conv", "Gemm", "MatMul") for name in n.input[1:]}
+    # params: every layer's weights and bias, counted per layer even where an exporter shares one
+    # initializer between layers (onnxsim and torch deduplicate identical tensors, e.g. the all-zero
+    # biases of a randomly initialised folded model), plus any other float tensor of rank >= 1 (scalars,
+    # such as Clip's bounds, are not parameters)
+    params = sum(layer.weight_elems for layer in layers)
+    params += sum(int(math.prod(i.dims)) for i in g.initializer
+                  if i.data_type in _FLOAT_TYPES and i.dims and i.name not in weight_inputs)
     if not layers:
         raise GraphError("the graph has no Conv, Gemm or MatMul layer to analyze",
                          hint="analyze reads convolutional classifiers exported to ONNX")
@@ -298,8 +298,9 @@ def load(path: str) -> onnx.ModelProto:
         return onnx.load(str(path))
     except FileNotFoundError:
         raise GraphError(f"ONNX file {path} does not exist", hint="check the path or rebuild the bundle") from None
-    except Exception as exc:
-        raise GraphError(f"cannot read ONNX file {path}: {exc}", hint="rebuild the bundle") from exc
+    except (OSError, ValueError, DecodeError) as exc:
+        raise GraphError(f"cannot read ONNX file {path}: {exc}",
+                         hint="give an ONNX model file (rebuild the bundle if it came from one)") from exc
 
 
 __all__ = ["GraphError", "GraphSummary", "LayerRecord", "analyze_graph", "infer", "load", "set_input_size"]

@@ -28,29 +28,42 @@ def plot_roofline(analysis, path: str) -> str:
     markers = {"depthwise": "v", "pointwise": "s", "conv": "o", "grouped": "D"}
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    from matplotlib.lines import Line2D
+
+    handles = []
     for kind, marker in markers.items():
         idx = [i for i, row in enumerate(layers) if row["kind"] == kind]
         if idx:
             ax.scatter([xs[i] for i in idx], [mocs[i] for i in idx], c=[colours[i] for i in idx], marker=marker,
-                       s=22, label=kind, edgecolors="none")
-    ax.axhline(thr, color="black", linestyle="--", linewidth=1, label=f"threshold {thr:.1f}")
+                       s=22, edgecolors="none")
+            handles.append(Line2D([], [], linestyle="none", marker=marker, color="grey", label=kind))
+    ax.axhline(thr, color="black", linestyle="--", linewidth=1)
+    handles += [Line2D([], [], color="black", linestyle="--", label=f"threshold {thr:.1f}"),
+                Line2D([], [], linestyle="none", marker="o", color="tab:red", label="below: memory-bound"),
+                Line2D([], [], linestyle="none", marker="o", color="tab:blue", label="above")]
+    ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.85)
     ax.set_yscale("log")
     ax.set_xlabel("convolution (graph order)")
     ax.set_ylabel("MoC = MACs / CIO (MACs per element)")
     ax.set_title(f"{analysis.model} {analysis.input_shape[-1]}x{analysis.input_shape[-1]}: "
                  f"{analysis.layers_below}/{analysis.conv_layers} layers below threshold (red)")
-    ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
 
-    # roofline: attainable MAC/s = min(peak MAC/s, MoC x elements/s); the ridge sits at the threshold
-    peak_macs = thr  # in units of (elements/s): attainable/elements_per_s = min(thr, MoC)
+    # roofline: attainable GMAC/s = min(peak MAC/s, MoC x elements/s); the ridge sits at the threshold
+    from analysis.roofline import BYTES_PER_ELEMENT
+
+    elems_per_s = analysis.dram_gbs * 1e9 / BYTES_PER_ELEMENT[analysis.precision]
+    peak_gmacs = analysis.peak_gflops / 2.0
+
+    def attainable(m):
+        return min(peak_gmacs, m * elems_per_s / 1e9)
     lo, hi = min(mocs + [thr]) / 2, max(mocs + [thr]) * 2
-    ax2.plot([lo, thr, hi], [lo, peak_macs, peak_macs], color="black", linewidth=1.2)
-    ax2.scatter(mocs, [min(m, peak_macs) for m in mocs], c=colours, s=16, edgecolors="none")
+    ax2.plot([lo, thr, hi], [attainable(lo), peak_gmacs, peak_gmacs], color="black", linewidth=1.2)
+    ax2.scatter(mocs, [attainable(m) for m in mocs], c=colours, s=16, edgecolors="none")
     ax2.set_xscale("log")
     ax2.set_yscale("log")
     ax2.set_xlabel("MoC (MACs per element)")
-    ax2.set_ylabel("attainable MAC/s / (elements/s)")
+    ax2.set_ylabel("attainable GMAC/s")
     ax2.set_title(f"{analysis.target} {analysis.precision}: roofline")
     ax2.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

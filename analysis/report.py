@@ -40,6 +40,8 @@ class ModelAnalysis:
     precision: str
     convention: str
     threshold_moc: float
+    peak_gflops: float             # the roofline's figures at this precision
+    dram_gbs: float
     conv_layers: int               # convolutions counted in CIO
     layers_below: int              # of those, MoC below the threshold
     share_below: float
@@ -92,7 +94,7 @@ def analyze_model(graph: onnx.ModelProto, name: str, hw: Hardware, precision: st
         model=name, origin=origin, family=family, input_shape=list(summary.input_shape), params=summary.params,
         macs=macs, cio=cio_total, moc=round(moc(macs, cio_total), 4), weight_bytes=weight_elems * width,
         target=hw.target, precision=precision, convention=convention, threshold_moc=round(ridge, 4),
-        conv_layers=counted, layers_below=below, share_below=(below / counted if counted else 0.0),
+        peak_gflops=hw.peak_flops[precision] / 1e9, dram_gbs=hw.dram_bandwidth / 1e9, conv_layers=counted, layers_below=below, share_below=(below / counted if counted else 0.0),
         memory_bound_layers=mem_layers, predicted_ms=total_ms,
         memory_time_share=(memory_ms / total_ms if total_ms else 0.0),
         published=dict(published or {}), layers=rows)
@@ -124,7 +126,8 @@ def baseline_rows(analyses: list[ModelAnalysis]) -> list[dict[str, Any]]:
     by_name = {a.model: a for a in analyses}
     rows = []
     for a in analyses:
-        if a.family != "hardnet":
+        # HarDNet68/85 against the paper's baselines; the DS models are compared with MobileNetV2 instead
+        if a.family != "hardnet" or any(r["kind"] == "depthwise" for r in a.layers):
             continue
         for base in BASELINES:
             b = by_name.get(base)
@@ -172,7 +175,7 @@ def summary_table(analyses: list[ModelAnalysis]) -> tuple[list[str], list[list[s
     for a in analyses:
         paper = a.published.get("cio_224_m")
         rows.append([
-            a.model, f"{_side(a)}x{_side(a)}", f"{a.params / 1e6:.2f}", f"{a.macs / 1e9:.3f}", f"{a.cio / 1e6:.2f}",
+            a.model, f"{_side(a)}x{_side(a)}", f"{a.params / 1e6:.2f}", f"{a.macs / 1e9:.3f}", f"{a.cio / 1e6:.3f}",
             f"{a.moc:.1f}", "-" if paper is None else (f"{paper}" if _side(a) == 224 else f"({paper} @224)"),
             f"{a.layers_below}/{a.conv_layers} ({_pct(a.share_below)})", _pct(a.memory_time_share),
             f"{a.predicted_ms:.2f}"])

@@ -88,7 +88,7 @@ def get_hardware(target: str, peak_gflops: float | None = None, bandwidth_gbs: f
             f"no roofline hardware figures for target {target!r}",
             hint=f"use --target {' / '.join(HARDWARE)}, or give this machine's figures with "
                  "--peak-gflops N --bandwidth-gbs N")
-    if peak_gflops is None and bandwidth_gbs is None:
+    if base is not None and peak_gflops is None and bandwidth_gbs is None:
         return base
     peaks = dict(base.peak_flops) if base else {}
     if peak_gflops is not None:

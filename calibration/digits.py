@@ -138,18 +138,25 @@ def evaluate_torch(model, x: np.ndarray, batch: int = 128) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(x[start:start + batch])).numpy())
+            chunk = torch.from_numpy(x[start:start + batch]).contiguous(memory_format=torch.channels_last)
+            out.append(model(chunk).numpy())
     return np.concatenate(out)
 
 
-def train(settings: TrainSettings, split: DigitsSplit, progress: bool = True):
-    """Train ``settings.model`` on the digits. Returns (model, cfg, history list of dicts)."""
+def train(settings: TrainSettings, split: DigitsSplit, progress: bool = True, threads: int | None = 1):
+    """Train ``settings.model`` on the digits. Returns (model, cfg, history list of dicts).
+
+    ``threads``: torch intra-op threads. 1 by default: on a small shared machine, OpenMP threads
+    spinning against other processes made a training step 4-6x slower than one thread.
+    """
     import torch
     from torch import nn
     from tqdm import tqdm
 
     from models import create_model
 
+    if threads:
+        torch.set_num_threads(int(threads))
     torch.manual_seed(settings.seed)
     rng = np.random.RandomState(settings.seed)
     tr_images, tr_labels = split.train_images, split.train_labels
@@ -159,7 +166,7 @@ def train(settings: TrainSettings, split: DigitsSplit, progress: bool = True):
     x_train = preprocess_digits(tr_images, cfg)
     x_held = preprocess_digits(split.heldout_images, cfg)
     y_train = torch.from_numpy(tr_labels)
-    model = create_model(settings.model, num_classes=10)
+    model = create_model(settings.model, num_classes=10).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     loss_fn = nn.CrossEntropyLoss()
@@ -173,12 +180,12 @@ def train(settings: TrainSettings, split: DigitsSplit, progress: bool = True):
         for step in tqdm(range(steps), desc=f"{settings.model} epoch {epoch + 1}", leave=False,
                          disable=not progress):
             idx = order[step * settings.batch:(step + 1) * settings.batch]
-            batch = torch.from_numpy(_shift(x_train[idx], rng))
+            batch = torch.from_numpy(_shift(x_train[idx], rng)).to(memory_format=torch.channels_last)
             optimizer.zero_grad()
             loss = loss_fn(model(batch), y_train[idx])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         scheduler.step()
         accuracy = float((evaluate_torch(model, x_held).argmax(1) == split.heldout_labels).mean())
         history.append({"epoch": epoch + 1, "loss": round(total / len(x_train), 4),
@@ -188,7 +195,7 @@ def train(settings: TrainSettings, split: DigitsSplit, progress: bool = True):
                  total / len(x_train), 100 * accuracy)
         if accuracy >= settings.target and epoch + 1 >= settings.min_epochs:
             break
-    return model.eval(), cfg, history
+    return model.to(memory_format=torch.contiguous_format).eval(), cfg, history
 
 
 def _shift(batch: np.ndarray, rng: np.random.RandomState, max_shift: int = 4) -> np.ndarray:
@@ -248,14 +255,14 @@ def cached_checkpoint(checkpoint: str, settings: TrainSettings) -> dict | None:
 
 
 def train_or_load(settings: TrainSettings, checkpoint: str, split: DigitsSplit | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, threads: int | None = 1) -> dict:
     """Train and save, unless a checkpoint trained with the same settings is cached. -> sidecar dict."""
     card = cached_checkpoint(checkpoint, settings)
     if card is not None:
         LOG.info("reusing %s (held-out accuracy %.2f%%)", checkpoint, 100 * card["heldout_accuracy"])
         return card
     split = split or load_split()
-    model, cfg, history = train(settings, split, progress=progress)
+    model, cfg, history = train(settings, split, progress=progress, threads=threads)
     card = save_checkpoint(model, checkpoint, cfg, settings, history)
     if card["heldout_accuracy"] < settings.target:
         LOG.warning("%s reached only %.2f%% held-out accuracy (target %.0f%%)", settings.model,

@@ -2,7 +2,7 @@
 
 ``onnxruntime.quantization.quantize_static`` does the work: QDQ format, per-channel weights,
 unsigned 8-bit activations with signed 8-bit weights (the fast x86 path), MinMax, Entropy or
-Percentile calibration. Host-only.
+Percentile calibration, 7-bit weight range (see REDUCE_RANGE). Host-only.
 """
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from deploy.errors import CalibrationError, ExportError, UsageError
 LOG = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+# 7-bit weights. x86 CPUs without VNNI (AVX2 only, like this host) multiply uint8 x int8 with
+# VPMADDUBSW, whose int16 sums saturate; with full 8-bit weights the digits MobileNetV2 lost 2.2
+# points of held-out accuracy (97.50% -> 95.28%, MinMax), with 7-bit weights 0.28. ONNX Runtime
+# recommends it for such CPUs; it costs nothing in speed and little precision elsewhere.
+REDUCE_RANGE = True
 
 
 def check_method(method: str) -> str:
@@ -144,7 +150,7 @@ def quantize_onnx(fp32_path: str, int8_path: str, array: np.ndarray, method: str
         "calib_method": method,
         "format": "QDQ",
         "activations": "uint8 (asymmetric)",
-        "weights": "int8 per-channel (symmetric)",
+        "weights": "int8 per-channel (symmetric{})".format(", 7-bit range (reduce_range)" if REDUCE_RANGE else ""),
         "calibration_count": int(count),
         "nodes": len(ops),
         "quantize_nodes": ops.count("QuantizeLinear"),
@@ -167,7 +173,7 @@ def _quantize_and_check(prepared: str, tmp: str, reader: ArrayDataReader, ort_me
             prepared, tmp, reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=False,
+            reduce_range=REDUCE_RANGE,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=ort_method,

@@ -58,8 +58,8 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
                          hint="the authors' protocol times 500 iterations: --iterations 500")
     if warmup is not None and int(warmup) < 0:
         raise UsageError("--warmup must be 0 or more (got {})".format(warmup))
-    if int(size) < 32:
-        raise UsageError("--size must be at least 32 (got {})".format(size), hint="the protocol uses --size 320")
+    if int(size) < 1:
+        raise UsageError("--size must be positive (got {})".format(size), hint="the protocol uses --size 320")
     if int(batch) < 1:
         raise UsageError("--batch must be at least 1 (got {})".format(batch))
     if threads is not None and int(threads) < 1:

@@ -12,6 +12,7 @@
 
 Python 3.6-compatible; tensorrt and pycuda are imported only by ``make_trt_calibrator``.
 """
+import json
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ from typing import Any, Optional  # noqa: F401 (type comments)
 
 import numpy as np
 
-from deploy.atomic import write_bytes
+from deploy.atomic import write_bytes, write_json
 from deploy.errors import CalibrationError, UnknownNameError
 
 LOG = logging.getLogger(__name__)
@@ -137,10 +138,13 @@ def cache_problem(data, calibrator):
 class CalibrationCache(object):
     """The calibration cache file of one model, TensorRT version, device and calibrator."""
 
-    def __init__(self, path, calibrator=DEFAULT_CALIBRATOR):
-        # type: (str, str) -> None
+    def __init__(self, path, calibrator=DEFAULT_CALIBRATOR, source=None):
+        # type: (str, str, Optional[dict]) -> None
+        """``source``: what the scales were computed from (calibration data sha256, batch size); kept
+        beside the cache as ``<cache>.json`` so that a cache from other data is not reused."""
         self.path = str(path)
         self.calibrator = check_calibrator(calibrator)
+        self.source = dict(source) if source else None
         self.notes = []  # type: list  # what happened, for the build report
         self.written = False
 
@@ -165,9 +169,26 @@ class CalibrationCache(object):
             self.notes.append(note)
             LOG.warning("%s", note)
             return None
-        self.notes.append("read cache {}".format(os.path.basename(self.path)))
+        recorded = self._recorded_source()
+        if self.source is not None and recorded is not None and recorded != self.source:
+            changed = sorted(k for k in set(recorded) | set(self.source) if recorded.get(k) != self.source.get(k))
+            self.notes.append("cache {} was computed from other calibration input ({} changed): calibrating "
+                              "again".format(os.path.basename(self.path), ", ".join(changed)))
+            LOG.warning("%s", self.notes[-1])
+            return None
+        self.notes.append("read cache {}{}".format(
+            os.path.basename(self.path), "" if recorded is not None or self.source is None
+            else " (no record of its calibration data, e.g. from trtexec: trusted as is)"))
         LOG.info("calibration: %s", self.notes[-1])
         return data
+
+    def _recorded_source(self):
+        try:
+            with open(self.path + ".json", "r") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def write(self, data):
         data = bytes(data)
@@ -176,6 +197,8 @@ class CalibrationCache(object):
             # Not ours to judge TensorRT's own output harshly; keep it but say so.
             LOG.warning("calibration cache from TensorRT looks unusual (%s); writing it anyway", problem)
         write_bytes(self.path, data)
+        if self.source is not None:
+            write_json(self.path + ".json", self.source)
         self.written = True
         self.notes.append("calibrated and wrote {}".format(os.path.basename(self.path)))
         LOG.info("calibration: %s", self.notes[-1])

@@ -213,6 +213,34 @@ def list_engines(bundle):
     return out
 
 
+def find_engine(bundle, model, precision):
+    # type: (Bundle, str, str) -> str
+    """The engine of ``model`` at ``precision`` built for this machine's TensorRT and GPU (relpath).
+
+    For bench/verify: raises BundleError when there is none, or when it is stale (its sidecar names
+    another ONNX file, TensorRT version or device), with the command that builds it.
+    """
+    from deploy.trt_compat import device_name_and_capability, require_tensorrt, trt_version
+
+    version = trt_version(require_tensorrt())
+    name, capability = device_name_and_capability()
+    rel = engine_relpath(model, precision, version, name)
+    fix = "python3 pipeline.py engines {} --precision {}".format(bundle.root, precision)
+    if not os.path.isfile(bundle.path(rel)):
+        raise BundleError("no {} engine of {} for TensorRT {} on {} ({} missing)".format(
+            precision, model, version, name, rel), hint=fix)
+    sidecar = read_sidecar(bundle.path(sidecar_relpath(rel))) or {}
+    problems = []
+    if sidecar.get("onnx_sha256") != bundle.model(model)["onnx"]["sha256"]:
+        problems.append("the ONNX model changed")
+    if sidecar.get("tensorrt") != version or sidecar.get("device") != name \
+            or sidecar.get("compute_capability") != capability:
+        problems.append("built with TensorRT {} on {}".format(sidecar.get("tensorrt"), sidecar.get("device")))
+    if problems:
+        raise BundleError("engine {} is stale: {}".format(rel, "; ".join(problems)), hint=fix)
+    return rel
+
+
 # ------------------------------------------------------------------------------------------------
 # the build log (no TensorRT) and the TensorRT logger around it
 # ------------------------------------------------------------------------------------------------
@@ -314,8 +342,9 @@ def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator,
     if options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
-    if hasattr(trt, "ProfilingVerbosity"):
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED   # layer names + tactics for the inspector
+    verbosity = getattr(getattr(trt, "ProfilingVerbosity", None), "DETAILED", None)   # 8.2+; 8.0 calls it VERBOSE
+    if verbosity is not None:
+        config.profiling_verbosity = verbosity   # layer names + tactics for the engine inspector
     shapes = input_shapes(record, options.max_batch)
     if shapes is not None:
         name, smin, sopt, smax = shapes
@@ -355,10 +384,12 @@ def _engine_layers(serialized, trt_logger):
 # ------------------------------------------------------------------------------------------------
 def _calibration_for(bundle, model, record, options, device):
     """(stream or None, cache) for an INT8 build; the stream may be None when a valid cache exists."""
+    entry = record.get("calibration") or {}
+    source = collections.OrderedDict([("calibration_sha256", entry.get("sha256")),
+                                      ("batch_size", options.calib_batch), ("onnx_sha256", record["onnx"]["sha256"])])
     cache = CalibrationCache(
         bundle.path(calibration_cache_relpath(model, options.calibrator, device.tensorrt, device.name)),
-        options.calibrator)
-    entry = record.get("calibration") or {}
+        options.calibrator, source)
     try:
         if not entry.get("path"):
             raise CalibrationError(
@@ -474,7 +505,7 @@ def build_engines(bundle_dir, precision="best", workspace_mib=None, calibrator=D
     Order: bundle and target are checked and the precision resolved before TensorRT is touched,
     so a bad request (a precision the target lacks, a missing bundle) fails before any work.
     """
-    from deploy.trt_compat import probe_device, require_tensorrt
+    from deploy.trt_compat import probe_local_device
 
     bundle, target = check_bundle_for_engines(bundle_dir, target_name)
     resolved = resolve_precision(target, precision)
@@ -482,13 +513,7 @@ def build_engines(bundle_dir, precision="best", workspace_mib=None, calibrator=D
     models = list(names) if names else bundle.require_models()
     bundle.verify(models)
 
-    require_tensorrt()
-    import tensorrt as trt
-
-    probe_log = BuildLog()
-    builder = trt.Builder(make_trt_logger(probe_log))
-    device = probe_device(trt, builder)
-    del builder
+    device = probe_local_device()
     mismatches = platform_mismatches(target, device) if target.compute_capability else []
     for line in mismatches:
         LOG.warning("%s", line)

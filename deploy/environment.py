@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 
 LOG = logging.getLogger(__name__)
 
@@ -309,7 +308,3 @@ def _run(argv, timeout=10):
         LOG.debug("%s exited %s: %s", argv[0], proc.returncode, out.strip()[:200])
         return None
     return out
-
-
-def interpreter():
-    return sys.executable

@@ -56,7 +56,7 @@ def summarize(latencies_ms, batch=1, cov_threshold=COV_WARN_THRESHOLD):
     )
 
 
-def latency_dict(summary, ndigits=4):
+def latency_dict(summary, ndigits=5):
     """The ``latency_ms`` block of bench.json: {mean, std, min, median, p90, p95, p99, max}."""
     return collections.OrderedDict((k, _round(getattr(summary, k), ndigits)) for k in LATENCY_KEYS)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any  # noqa: F401 (Any: type comments)
 
 import numpy as np
 
-from deploy.errors import BackendUnavailableError
+from deploy.errors import BackendUnavailableError, PipelineError
 from deploy.targets import DeviceInfo
 
 if TYPE_CHECKING:  # pragma: no cover - for mypy against tensorrt-stubs only
@@ -112,6 +112,22 @@ def probe_device(trt, builder):
                       tensorrt=trt_version(trt))
 
 
+def probe_local_device():
+    # type: () -> DeviceInfo
+    """Create a TensorRT builder just to read what this machine's GPU and TensorRT offer."""
+    require_tensorrt()
+    from deploy.engines import BuildLog, make_trt_logger
+
+    import tensorrt as trt
+
+    logger = make_trt_logger(BuildLog())   # kept alive while the builder exists
+    builder = trt.Builder(logger)
+    try:
+        return probe_device(trt, builder)
+    finally:
+        del builder
+
+
 def tensorrt_available():
     # type: () -> bool
     try:
@@ -198,7 +214,7 @@ class NamedTensorIO(object):
     def set_input_shape(self, context, tensor, shape):
         # type: (tensorrt.IExecutionContext, TensorIO, tuple) -> None
         if not context.set_input_shape(tensor.name, tuple(int(d) for d in shape)):
-            raise BackendUnavailableError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
+            raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
 
     def output_shape(self, context, tensor):
         # type: (tensorrt.IExecutionContext, TensorIO) -> tuple
@@ -236,7 +252,7 @@ class IndexedTensorIO(object):
 
     def set_input_shape(self, context, tensor, shape):
         if not getattr(context, "set_binding_shape")(tensor.index, tuple(int(d) for d in shape)):
-            raise BackendUnavailableError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
+            raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
 
     def output_shape(self, context, tensor):
         return dims_tuple(getattr(context, "get_binding_shape")(tensor.index))

@@ -87,7 +87,7 @@ def script_text(bundle, precision, trt_version=None, device_name=None, workspace
     device = device_name or _DEVICE_PLACEHOLDER
     lines = [
         "#!/bin/sh",
-        "# trtexec equivalents of: python3 pipeline.py engines {} --precision {}".format(
+        "# trtexec equivalents of: python3 pipeline.py engines build/{} --precision {}".format(
             os.path.basename(os.path.abspath(bundle.root)), precision),
         "# Written by the pipeline; run on the device from the bundle folder: sh trtexec.sh",
         "# Engines built this way have no sidecar record, so `pipeline.py engines` rebuilds rather",

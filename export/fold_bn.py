@@ -84,7 +84,7 @@ class FoldReport:
         }
 
 
-def conv_kind(conv: nn.Module) -> str:
+def conv_kind(conv: Any) -> str:
     if conv.groups == 1:
         return "plain"
     if conv.groups == conv.in_channels and conv.out_channels % conv.in_channels == 0:
@@ -92,7 +92,7 @@ def conv_kind(conv: nn.Module) -> str:
     return "grouped"
 
 
-def fold_conv_bn_weights(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_conv_bn_weights(conv: Any, bn: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (weight, bias) of the convolution with ``bn`` (eval mode) folded in."""
     # Per-channel vectors in float64; the weight tensor itself is scaled once in its own dtype.
     w = conv.weight.detach()
@@ -109,7 +109,7 @@ def fold_conv_bn_weights(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, 
     return new_w, new_b.to(dtype)
 
 
-def _why_not_foldable(conv: nn.Module, bn: nn.Module) -> str | None:
+def _why_not_foldable(conv: Any, bn: Any) -> str | None:
     if type(bn) is not _MATCHING_BN.get(type(conv)):
         return f"{type(bn).__name__} does not match {type(conv).__name__}"
     if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
@@ -122,8 +122,8 @@ def _why_not_foldable(conv: nn.Module, bn: nn.Module) -> str | None:
 
 
 def _apply_fold(model: nn.Module, conv_name: str, bn_name: str) -> FoldedPair:
-    conv = model.get_submodule(conv_name)
-    bn = model.get_submodule(bn_name)
+    conv: Any = model.get_submodule(conv_name)
+    bn: Any = model.get_submodule(bn_name)
     had_bias = conv.bias is not None
     weight, bias = fold_conv_bn_weights(conv, bn)
     with torch.no_grad():
@@ -151,7 +151,7 @@ def _describe(node: Any, modules: dict[str, nn.Module]) -> str:
     if node.op == "placeholder":
         return "the model input"
     if node.op == "call_module":
-        return f"{node.target} ({type(modules.get(node.target)).__name__})"
+        return f"{node.target} ({type(modules.get(str(node.target))).__name__})"
     name = getattr(node.target, "__name__", str(node.target))
     return f"a {name} result" if node.op == "call_function" else f"a .{name}() result"
 
@@ -165,24 +165,24 @@ def _pairs_from_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, s
     calls: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     pairs: list[tuple[str, str]] = []
     left: dict[str, str] = {}
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _BN_TYPES):
+        if node.op != "call_module" or not isinstance(modules.get(str(node.target)), _BN_TYPES):
             continue
-        bn_name = node.target
+        bn_name = str(node.target)
         source = node.args[0] if node.args else None
         if not (isinstance(source, torch.fx.Node) and source.op == "call_module"
-                and isinstance(modules.get(source.target), _CONV_TYPES)):
+                and isinstance(modules.get(str(source.target)), _CONV_TYPES)):
             left[bn_name] = f"input is not a convolution's output (it is {_describe(source, modules)})"
             continue
-        conv_name = source.target
+        conv_name = str(source.target)
         if calls.get(bn_name, 0) != 1 or calls.get(conv_name, 0) != 1:
             left[bn_name] = f"{conv_name} or {bn_name} is called more than once (shared module)"
             continue
         if len(source.users) != 1:
-            readers = ", ".join(str(u.target) for u in source.users)
+            readers = ", ".join(_describe(u, modules) for u in source.users)
             left[bn_name] = f"the output of {conv_name} is also read by others ({readers}), not only by the BatchNorm"
             continue
         why = _why_not_foldable(modules[conv_name], modules[bn_name])
@@ -214,10 +214,10 @@ def _pairs_from_sequential(model: nn.Module) -> list[tuple[str, str]]:
 _AFFINE_CONV = {nn.BatchNorm2d: nn.Conv2d, nn.BatchNorm3d: nn.Conv3d}
 
 
-def batchnorm_as_affine_conv(bn: nn.Module) -> nn.Module:
+def batchnorm_as_affine_conv(bn: Any) -> nn.Module:
     """The eval-mode BatchNorm2d/3d ``bn`` as a 1x1 depthwise convolution computing the same."""
     channels = bn.num_features
-    conv = _AFFINE_CONV[type(bn)](channels, channels, 1, groups=channels, bias=True)
+    conv: Any = _AFFINE_CONV[type(bn)](channels, channels, 1, groups=channels, bias=True)
     mean = bn.running_mean.detach().double()
     var = bn.running_var.detach().double()
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)

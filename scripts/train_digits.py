@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--calib-count", type=int, default=500, help="calibration images (from the training split)")
     p.add_argument("--no-eval", action="store_true", help="only train (or reuse) and write the image folders")
     p.add_argument("--retrain", action="store_true", help="ignore a cached checkpoint")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for training (default 1: fastest on a small shared machine)")
     p.add_argument("--markdown", default=None, metavar="FILE", help="also write the results table here")
     return p.parse_args(argv)
 
@@ -78,7 +80,7 @@ def main(argv=None):
             if args.retrain and os.path.exists(checkpoint):
                 os.unlink(checkpoint)
             started = time.perf_counter()
-            card = digits.train_or_load(settings, checkpoint, split)
+            card = digits.train_or_load(settings, checkpoint, split, threads=args.threads)
             print("{}: {} (held-out accuracy {:.2f}% after {} epoch(s), {:.0f} s)".format(
                 name, checkpoint, 100 * card["heldout_accuracy"], len(card["history"]),
                 time.perf_counter() - started))

@@ -22,7 +22,6 @@ from typing import Any  # noqa: F401 (type comments)
 
 import numpy as np
 
-from deploy.errors import BackendUnavailableError
 from deploy.runners.base import Runner, RunnerError, TensorMeta
 
 LOG = logging.getLogger(__name__)
@@ -54,6 +53,7 @@ class TensorRTRunner(Runner):
         self._end = None  # type: Any
         self._log = None  # type: Any
         self._runtime = None  # type: Any
+        self._trt_logger = None  # type: Any
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def activate_impl(self):
@@ -72,7 +72,8 @@ class TensorRTRunner(Runner):
         self._cuda_context.push()
         try:
             self._log = BuildLog()
-            runtime = trt.Runtime(make_trt_logger(self._log))
+            self._trt_logger = make_trt_logger(self._log)   # must outlive the runtime and engine
+            runtime = trt.Runtime(self._trt_logger)
             with open(self.engine_path, "rb") as handle:
                 engine = runtime.deserialize_cuda_engine(handle.read())
             if engine is None:
@@ -128,8 +129,9 @@ class TensorRTRunner(Runner):
             buffer.free()
         self._device = {}
         self._host = {}
-        self._context = None
+        self._context = None   # destroyed in this order, while the CUDA context is current
         self._engine = None
+        self._runtime = None
         self._stream = None
 
     def deactivate_impl(self):
@@ -190,6 +192,7 @@ class TensorRTRunner(Runner):
         finally:
             cuda.Context.pop()
         if not ok:
-            raise BackendUnavailableError("TensorRT execute failed for {}".format(self.engine_path))
+            raise RunnerError("TensorRT's execute call failed for {}".format(self.engine_path),
+                              hint="see the TensorRT errors logged above")
         self.last_compute_ms = compute_ms
         return compute_ms, end_to_end_ms

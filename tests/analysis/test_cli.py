@@ -81,3 +81,10 @@ def test_exit_codes(onnx_file, argv, code, capsys):
 def test_missing_file_fails_with_a_hint(tmp_path, capsys):
     assert pipeline.main(["analyze", str(tmp_path / "none.onnx")]) == 1
     assert "fix:" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_onnx_fails_with_a_hint(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07not an onnx model\xff\xff")
+    assert pipeline.main(["analyze", str(bad)]) == 1
+    assert "fix:" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from analysis.paper import mobilenetv2_floor_widths
 from analysis.report import analyze_model, baseline_rows, nano_pair_rows, paper_cio_rows
 from analysis.roofline import HARDWARE
 from analysis.sources import from_registry
+from export.fold_bn import fold_batchnorm
 from models import create_model, get_model_card, list_models
 
 NANO = HARDWARE["jetson-nano"]
@@ -53,7 +54,10 @@ def _torch_counts(model: nn.Module, size: int) -> tuple[int, int]:
 def test_analyze_runs_on_every_registered_model(exported, name):
     src = exported[name]
     a = analyze_model(src.model, name, NANO, "fp16", convention="eq1", family=src.family, published=src.published)
-    cio, macs = _torch_counts(create_model(name), SMALL)
+    model = create_model(name)
+    cio, macs = _torch_counts(model, SMALL)
+    folded, _ = fold_batchnorm(model)
+    assert a.params == sum(p.numel() for p in folded.parameters()), "params differ from the folded PyTorch model"
     assert a.input_shape == [1, 3, SMALL, SMALL]
     assert a.cio == cio, "ONNX-derived CIO differs from the PyTorch forward-hook count"
     assert a.macs == macs, "ONNX-derived MACs differ from the PyTorch forward-hook count"
@@ -116,3 +120,15 @@ def test_baselines_and_nano_pairs(exported):
     assert [p["pair"] for p in pairs] == ["hardnet39ds / mobilenetv2", "hardnet68ds / mobilenetv2_140"]
     assert pairs[0]["measured_ratio"] == pytest.approx(32.5 / 37.9)
     assert not pairs[0]["comparable"]                   # 64x64 is not the paper's 320x320
+
+
+def test_convention_search_finds_the_pooling_depthwise_rule(exported):
+    from analysis.convention_search import search
+    from analysis.graph import analyze_graph
+
+    names = ("hardnet39ds", "hardnet68ds")
+    layers = {n: analyze_graph(set_input_size(exported[n].model, 224)).layers for n in names}
+    hits = search(layers, {n: exported[n].published["cio_224_m"] for n in names})
+    assert [] not in hits                              # plain Eq. 1 over every conv does not reproduce them
+    assert ["dw_pool_in", "dw_pool_out"] in hits       # leaving out the pooling depthwise convs does
+    assert len(hits) <= 8                              # and few other category choices do

@@ -121,3 +121,17 @@ def test_core_keeps_callback_errors_for_after_the_build(tmp_path):
     assert two_inputs.get_batch(["a", "b"]) is None
     with pytest.raises(CalibrationError, match="one input"):
         two_inputs.raise_if_failed()
+
+
+def test_cache_from_other_calibration_data_is_not_reused(tmp_path):
+    path = str(tmp_path / "m.calib")
+    CalibrationCache(path, "entropy", {"calibration_sha256": "aaa", "batch_size": 8}).write(VALID)
+    same = CalibrationCache(path, "entropy", {"calibration_sha256": "aaa", "batch_size": 8})
+    assert same.read() == VALID
+    other = CalibrationCache(path, "entropy", {"calibration_sha256": "bbb", "batch_size": 8})
+    assert other.read() is None
+    assert "other calibration input (calibration_sha256 changed)" in other.status
+    assert os.path.isfile(path)          # TensorRT's next write replaces it; nothing else is lost
+    os.unlink(path + ".json")            # e.g. a cache written by trtexec: no record, trusted
+    untracked = CalibrationCache(path, "entropy", {"calibration_sha256": "bbb"})
+    assert untracked.read() == VALID and "trusted as is" in untracked.status

@@ -281,3 +281,35 @@ def test_platform_mismatch_is_reported():
     assert local_profile(nano, slow).fast_fp16 is False
     local = local_profile(get_target("x86-gpu"), device._replace(name="RTX", compute_capability="8.9"))
     assert local.compute_capability == "8.9" and local.tensorrt == "8.2.1.8"
+
+
+def test_find_engine_for_this_machine(tmp_path, fake_env):
+    trt = fake_env("10")
+    bundle = trt_fakes.make_bundle(tmp_path / "b")
+    with pytest.raises(BundleError, match="no fp16 engine of tiny") as info:
+        engines.find_engine(bundle, "tiny", "fp16")
+    assert "pipeline.py engines" in info.value.hint
+    (result,), _ = engines.build_engines(bundle.root, "fp16")
+    assert engines.find_engine(bundle, "tiny", "fp16") == result.path
+    bundle.model("tiny")["onnx"]["sha256"] = "0" * 64       # the bundle was rebuilt on the host
+    with pytest.raises(BundleError, match="stale: the ONNX model changed"):
+        engines.find_engine(bundle, "tiny", "fp16")
+    assert [rel for rel, _ in engines.list_engines(bundle)] == [result.path]
+
+
+def test_new_calibration_data_means_new_calibration(tmp_path, fake_env):
+    trt = fake_env("10")
+    bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu")
+    engines.build_engines(bundle.root, "int8", calib_batch=4)
+    import numpy as np
+    from deploy.atomic import sha256_file
+    from deploy.bundle import Bundle
+    np.save(bundle.path("calibration/tiny.npy"), np.ones((8, 3, 4, 4), np.float32))
+    bundle = Bundle.open(bundle.root)
+    bundle.model("tiny")["calibration"]["sha256"] = sha256_file(bundle.path("calibration/tiny.npy"))
+    bundle.save()
+    trt.calls[:] = []
+    (result,), _ = engines.build_engines(bundle.root, "int8", calib_batch=4)
+    assert "calibration_sha256" in result.reason                         # the engine is rebuilt ...
+    assert "other calibration input" in result.calibration               # ... and so is the cache
+    assert ("calibrated_batches", 2) in trt.calls

@@ -39,10 +39,10 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
     bundle = trt_fakes.make_bundle(tmp_path / "b")
     assert pipeline._engines_after_build(None, bundle.root, "best") == 0
     out = capsys.readouterr().out
-    rel = os.path.relpath(bundle.root)
     assert "TensorRT is not available here" in out
-    assert "rsync -aR pipeline.py deploy requirements-jetson.txt {} ".format(rel) in out
-    assert "python3 pipeline.py engines {} --precision fp16".format(rel) in out
+    assert "rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/" in out
+    assert "rsync -a {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
+    assert "cd hardnet && python3 pipeline.py engines build/b --precision fp16" in out
     assert os.path.isfile(bundle.path("trtexec.sh"))
 
 

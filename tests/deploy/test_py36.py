@@ -78,3 +78,28 @@ def test_the_blocker_really_blocks():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True)
     assert proc.returncode != 0 and "blocked for this test: torch" in proc.stdout
+
+
+def _python36_with_numpy():
+    """A real Python 3.6 with numpy: $PYTHON36, else python3.6 on PATH; None when there is none."""
+    import shutil
+    candidate = os.environ.get("PYTHON36") or shutil.which("python3.6")
+    if not candidate:
+        return None
+    try:
+        out = subprocess.run([candidate, "-c", "import sys, numpy; print(sys.version_info[:2] == (3, 6))"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return candidate if out.returncode == 0 and out.stdout.strip() == "True" else None
+
+
+def test_imports_and_targets_under_a_real_python36():
+    python36 = _python36_with_numpy()
+    if python36 is None:
+        pytest.skip("no Python 3.6 with numpy here (set PYTHON36=/path/to/python3.6 to run this)")
+    proc = subprocess.run([python36, "-c", IMPORT_ALL.format(blocked=BLOCKED)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "jetson-nano" in proc.stdout

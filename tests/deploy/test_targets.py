@@ -55,3 +55,13 @@ def test_targets_command_lists_every_profile(capsys):
     for target in list_targets():
         assert target.name in out
     assert "256 MiB" in out and "fp32,fp16" in out
+
+
+def test_targets_command_shows_the_local_gpu_when_tensorrt_imports(monkeypatch, capsys):
+    import pipeline
+    from tests.deploy import trt_fakes
+    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("10", fast_int8=False),
+                      trt_fakes.make_fake_pycuda(device_name="NVIDIA GeForce GTX 1080", capability=(6, 1)))
+    assert pipeline.main(["targets"]) == 0
+    out = capsys.readouterr().out
+    assert "this machine: NVIDIA GeForce GTX 1080 (sm 6.1), TensorRT 10.13.0.35: fast precisions fp32,fp16" in out

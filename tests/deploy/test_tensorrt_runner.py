@@ -49,7 +49,7 @@ def test_infer_moves_data_through_host_and_device_buffers(tmp_path, fakes, gener
         compute_ms, end_to_end_ms = runner.execute_timed()
         assert compute_ms == 0.25 and end_to_end_ms >= 0.0
         assert ("execute", generation) in trt.calls
-        assert driver.context_stack == []          # every push popped
+        assert driver.context_stack() == []          # every push popped
     assert all(a.freed for a in driver.allocations)
 
 
@@ -67,11 +67,16 @@ def test_runner_works_from_another_thread(tmp_path, fakes):
     x = np.full((1, 3, 4, 4), 0.5, np.float32)
     results = {}
     with TensorRTRunner(_engine_file(tmp_path, trt)) as runner:
-        worker = threading.Thread(target=lambda: results.update(runner.infer({"input": x})))
+        def work():   # a fresh thread has no current CUDA context: the runner must push its own
+            results["empty_before"] = driver.context_stack() == []
+            results.update(runner.infer({"input": x}))
+            results["empty_after"] = driver.context_stack() == []
+        worker = threading.Thread(target=work)
         worker.start()
         worker.join()
+    assert results["empty_before"] and results["empty_after"]
     np.testing.assert_allclose(results["logits"], _expected(x))
-    assert driver.context_stack == []
+    assert driver.context_stack() == []
 
 
 def test_copy_outputs_false_returns_the_page_locked_buffer(tmp_path, fakes):
@@ -91,7 +96,7 @@ def test_engine_of_another_tensorrt_is_a_clear_error(tmp_path, fakes):
     with pytest.raises(RunnerError, match="version tag mismatch") as info:
         runner.activate()
     assert "rebuild" in info.value.hint and not runner.is_active
-    assert driver.context_stack == []
+    assert driver.context_stack() == []
     with pytest.raises(RunnerError, match="does not exist"):
         TensorRTRunner(str(tmp_path / "none.engine")).activate()
 

@@ -9,6 +9,7 @@ host buffers, the copies and the bindings.
 import itertools
 import json
 import sys
+import threading
 import types
 
 import numpy as np
@@ -36,7 +37,12 @@ class DeviceAllocation(object):
 
 def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
     driver = types.ModuleType("pycuda.driver")
-    driver.context_stack = []    # per process here; real CUDA keeps one per thread
+    local = threading.local()        # CUDA keeps one context stack per thread; so does this fake
+
+    def context_stack():
+        return local.__dict__.setdefault("stack", [])
+
+    driver.context_stack = context_stack
     driver.allocations = []
 
     def mem_alloc(nbytes):
@@ -45,7 +51,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
         return allocation
 
     def _require_context():
-        assert driver.context_stack, "no current CUDA context"
+        assert context_stack(), "no current CUDA context on this thread"
 
     def memcpy_htod(dest, src):
         _require_context()
@@ -73,7 +79,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
 
     class PrimaryContext(object):
         def push(self):
-            driver.context_stack.append(self)
+            context_stack().append(self)
 
         def detach(self):
             self.detached = True
@@ -81,7 +87,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
     class Context(object):
         @staticmethod
         def pop():
-            driver.context_stack.pop()
+            context_stack().pop()
 
     class Device(object):
         def __init__(self, index):

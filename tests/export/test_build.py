@@ -142,3 +142,28 @@ def test_cache_key_depends_on_inputs():
     assert base != build_mod.cache_key(source, options("o", num_classes=10), versions)
     assert base != build_mod.cache_key(source, options("o"), {"torch": "2"})
     assert base != build_mod.cache_key(source, options("o", target=get_target("cpu")), versions)
+
+
+def test_stage_breaking_parity_fails_the_build(built, monkeypatch):
+    from deploy.errors import ParityError
+    from export import simplify
+
+    out, _ = built
+    snapshot = {p: (out / p).read_bytes() for p in ("manifest.json", "models/mobilenetv2.onnx")}
+    real = simplify.simplify_onnx
+
+    def sabotaged(in_path, out_path):   # simplifies, then scales the classifier: numbers change
+        record = real(in_path, out_path)
+        model = onnx.load(out_path)
+        for init in model.graph.initializer:
+            if len(init.dims) == 2:
+                array = onnx.numpy_helper.to_array(init) * 2.0
+                init.CopyFrom(onnx.numpy_helper.from_array(array, init.name))
+        onnx.save(model, out_path)
+        return record
+
+    monkeypatch.setattr(simplify, "simplify_onnx", sabotaged)
+    with pytest.raises(ParityError) as info:
+        build_bundle(options(out, force=True), progress=False)
+    assert "mobilenetv2: stage 'simplified ONNX (ONNX Runtime)' breaks parity" in str(info.value)
+    assert {p: (out / p).read_bytes() for p in snapshot} == snapshot

@@ -114,3 +114,37 @@ def test_manifest_of_another_target_is_refused(bundle_dir, capsys):
                            "--out", str(bundle_dir)], capsys)
     assert code == 1 and "built for target 'jetson-nano'" in last
     assert snapshot(bundle_dir) == before
+
+
+def test_fine_tuned_checkpoint(tmp_path, capsys):
+    from deploy.atomic import sha256_file
+    from deploy.bundle import Bundle
+    from models.registry import create_model
+
+    torch.manual_seed(3)
+    ckpt = tmp_path / "mbv2_10.pth"
+    torch.save({"state_dict": create_model("mobilenetv2", num_classes=10).state_dict()}, ckpt)
+    out = tmp_path / "bundle"
+    code = pipeline.main(["-q", "build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(out),
+                          "--weights", "mobilenetv2={}".format(ckpt)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    rec = Bundle.open(str(out)).model("mobilenetv2")
+    assert rec["num_classes"] == 10 and rec["output"]["shape"] == [1, 10] and rec["labels"] is None
+    assert rec["weights"]["random"] is False and rec["weights"]["sha256"] == sha256_file(str(ckpt))
+    assert rec["weights"]["source"] == str(ckpt)
+    assert "random weights" not in printed
+
+
+def test_corrupt_manifest_needs_force(tmp_path, capsys):
+    out = tmp_path / "bundle"
+    (out / "models").mkdir(parents=True)
+    (out / "manifest.json").write_text("{ not json")
+    argv = ["-q", "build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(out)]
+    code, last = _run_bad(argv, capsys)
+    assert code == 1 and "not valid JSON" in last and "--force" in last
+    assert (out / "manifest.json").read_text() == "{ not json"
+    assert pipeline.main(argv + ["--force"]) == 0
+    from deploy.bundle import Bundle
+
+    Bundle.open(str(out)).verify()

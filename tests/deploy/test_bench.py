@@ -1,0 +1,261 @@
+"""The benchmark loop, the reports and `pipeline.py bench` end to end on tiny models."""
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the CPU fallback needs it")
+pytest.importorskip("onnx", reason="onnx not installed: the tiny test models are built with onnx.helper")
+
+import pipeline  # noqa: E402
+from deploy import bench  # noqa: E402
+from deploy.errors import UsageError  # noqa: E402
+from deploy.runners.base import Runner, TensorMeta  # noqa: E402
+from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
+
+from tests.deploy.bench_tiny import tiny_bundle, tiny_cnn  # noqa: E402
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return tiny_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)   # import tensorrt -> ImportError
+
+
+def _run(argv, capsys):
+    code = pipeline.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------------
+def test_protocol_validation():
+    p = bench.make_protocol(iterations=500)
+    assert (p.iterations, p.warmup, p.size, p.batch) == (500, 50, 320, 1)
+    assert bench.make_protocol(iterations=20).warmup == 10
+    for kwargs in ({"iterations": 0}, {"iterations": 5, "warmup": -1}, {"size": 0}, {"batch": 0},
+                   {"threads": 0}):
+        with pytest.raises(UsageError):
+            bench.make_protocol(**kwargs)
+
+
+def test_seeded_input_is_reproducible():
+    a = bench.make_input((1, 3, 8, 8), seed=0)
+    assert a.dtype == np.float32 and a.shape == (1, 3, 8, 8)
+    np.testing.assert_array_equal(a, bench.make_input((1, 3, 8, 8), seed=0))
+    assert not np.array_equal(a, bench.make_input((1, 3, 8, 8), seed=1))
+
+
+def test_loop_with_the_onnxruntime_runner(tmp_path):
+    path = tiny_cnn(tmp_path / "t.onnx")
+    with OnnxRuntimeRunner(path, threads=1) as runner:
+        timed = bench.time_runner(runner, {"input": bench.make_input((1, 3, 32, 32))}, iterations=7, warmup=2,
+                                  progress=False)
+    assert timed.latencies_ms.shape == (7,) and np.all(timed.latencies_ms > 0)
+    assert timed.compute_ms is None
+    assert timed.wall_s * 1000.0 >= timed.latencies_ms.sum() * 0.99
+
+
+class _GpuLikeRunner(Runner):
+    """A runner with the TensorRT runner's benchmark path: set_inputs + execute_timed()."""
+    name = "fake-gpu"
+
+    def __init__(self):
+        super(_GpuLikeRunner, self).__init__()
+        self.calls = 0
+        self.inputs = None
+
+    def activate_impl(self):
+        pass
+
+    def deactivate_impl(self):
+        pass
+
+    def input_metadata_impl(self):
+        return [TensorMeta("input", (1, 3, 4, 4), np.dtype(np.float32))]
+
+    def infer_impl(self, feed):
+        return {"logits": feed["input"].sum(keepdims=True)}
+
+    def set_inputs(self, feed):
+        self.inputs = feed
+
+    def execute_timed(self):
+        self.calls += 1
+        return 1.0 + self.calls * 1e-3, 2.0 + self.calls * 1e-3
+
+
+def test_loop_keeps_compute_and_end_to_end_times():
+    runner = _GpuLikeRunner()
+    with runner:
+        timed = bench.time_runner(runner, {"input": np.zeros((1, 3, 4, 4), np.float32)}, 5, 3, progress=False)
+    assert runner.inputs is not None and runner.calls == 8      # 3 warm-up + 5 timed, inputs bound once
+    np.testing.assert_allclose(timed.compute_ms, 1.0 + np.arange(4, 9) * 1e-3)
+    np.testing.assert_allclose(timed.latencies_ms, 2.0 + np.arange(4, 9) * 1e-3)
+
+
+# ------------------------------------------------------------------------------------------------
+def test_cli_fallback_end_to_end(bundle, no_tensorrt, capsys):
+    code, out, err = _run(["-q", "bench", bundle, "--iterations", "5", "--warmup", "1", "--size", "32"], capsys)
+    assert code == 0, err
+    reports = os.path.join(bundle, "reports")
+    report = json.load(open(os.path.join(reports, "bench.json")))
+    assert set(report) >= {"environment", "protocol", "results"}
+    assert report["protocol"]["backend"] == "onnxruntime" and report["protocol"]["fallback"] is True
+    assert "TensorRT is not importable" in report["protocol"]["fallback_reason"]
+    assert report["environment"]["versions"]["onnxruntime"]
+    assert [r["model"] for r in report["results"]] == ["hardnet39ds", "mobilenetv2"]
+    for r in report["results"]:
+        assert r["backend"] == "onnxruntime" and r["precision"] == "fp32" and r["input_shape"] == [1, 3, 32, 32]
+        assert r["iterations"] == 5 and len(r["latencies_ms"]) == 5
+        lat = r["latency_ms"]
+        assert set(lat) == {"mean", "std", "min", "median", "p90", "p95", "p99", "max"}
+        assert lat["min"] <= lat["median"] <= lat["max"]
+        assert r["throughput_fps"] == pytest.approx(1000.0 / lat["mean"], rel=1e-2)
+        assert r["compute_floor_ms"] > 0 and r["floor_share"] > 0
+        assert r["runner"]["graph_optimization"] == "all"
+    # the authors' pair table, with the published Nano figures labelled as published
+    pair = report["pairs"]
+    assert [p["model"] for p in pair] == ["hardnet39ds", "mobilenetv2"]
+    assert pair[0]["published_ms"] == 32.5 and pair[1]["published_ms"] == 37.9
+    assert pair[0]["speedup"] == pytest.approx(
+        report["results"][1]["latency_ms"]["mean"] / report["results"][0]["latency_ms"]["mean"], rel=2e-2)
+    md = open(os.path.join(reports, "bench.md")).read()
+    assert "FALLBACK" in md and "published" in md and "| hardnet39ds |" in md
+    assert os.path.getsize(os.path.join(reports, "bench.png")) > 1000
+    assert "hardnet39ds" in out and "speed-up" in out and "wrote" in out
+    assert not [f for f in os.listdir(reports) if f.endswith(".tmp")]
+
+
+def test_interrupted_run_keeps_the_previous_report(bundle, no_tensorrt, capsys, monkeypatch):
+    assert _run(["-q", "bench", bundle, "--iterations", "3", "--size", "32", "--no-png"], capsys)[0] == 0
+    path = os.path.join(bundle, "reports", "bench.json")
+    before = open(path).read()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "time_runner", interrupted)
+    code, _, err = _run(["-q", "bench", bundle, "--iterations", "3", "--size", "32"], capsys)
+    assert code == 130 and "interrupted" in err
+    assert open(path).read() == before
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    import deploy.bench_report as bench_report
+    monkeypatch.setattr(bench_report, "render_png", interrupted)   # dies while rendering, before writing
+    assert _run(["-q", "bench", bundle, "--iterations", "3", "--size", "32"], capsys)[0] == 130
+    assert open(path).read() == before
+    assert not [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------------
+def test_bad_inputs(bundle, tmp_path, no_tensorrt, capsys, monkeypatch):
+    code, _, err = _run(["bench", bundle, "--iterations", "0"], capsys)
+    assert code == 2 and "--iterations must be at least 1" in err
+
+    code, _, err = _run(["bench", bundle, "--size", "320", "--iterations", "2"], capsys)
+    assert code == 2 and "exported for 32x32" in err and "rebuild" in err
+
+    code, _, err = _run(["bench", bundle, "--size", "32", "--precision", "fp16", "--backend", "onnxruntime"], capsys)
+    assert code == 2 and "fp16" in err
+
+    code, _, err = _run(["bench", bundle, "--size", "32", "--models", "hardnet39ds,nope"], capsys)
+    assert code == 2 and "nope" in err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({"schema_version": 1, "target": {"name": "cpu"}, "models": {}}))
+    code, _, err = _run(["bench", str(empty)], capsys)
+    assert code == 1 and "has no models" in err
+
+    code, _, err = _run(["bench", str(tmp_path / "missing")], capsys)
+    assert code == 1 and "does not exist" in err
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    code, _, err = _run(["bench", bundle, "--backend", "openvino", "--size", "32"], capsys)
+    assert code == 1 and "not installed" in err and "fix:" in err
+
+    code, _, err = _run(["bench", bundle, "--backend", "tensorrt", "--size", "32"], capsys)
+    assert code == 1 and "tensorrt is not installed" in err.lower()
+
+
+def _fake_tensorrt(monkeypatch, runner_cls):
+    trt = types.ModuleType("tensorrt")
+    trt.__file__ = "/fake/tensorrt/__init__.py"
+    trt.__version__ = "8.2.1.8"
+    trt.Logger = object
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    module = types.ModuleType("deploy.runners.tensorrt_runner")
+    module.TensorRTRunner = runner_cls
+    monkeypatch.setitem(sys.modules, "deploy.runners.tensorrt_runner", module)
+
+
+def test_tensorrt_path_and_its_errors(bundle, capsys, monkeypatch):
+    class Engine(_GpuLikeRunner):
+        def __init__(self, engine_path):
+            super(Engine, self).__init__()
+            self.engine_path = engine_path
+
+        def input_metadata_impl(self):
+            return [TensorMeta("input", (1, 3, 32, 32), np.dtype(np.float32))]
+
+    _fake_tensorrt(monkeypatch, Engine)
+    code, _, err = _run(["bench", bundle, "--size", "32", "--iterations", "2"], capsys)
+    assert code == 1 and "no fp32 TensorRT engine for hardnet39ds" in err and "pipeline.py engines" in err
+
+    os.makedirs(os.path.join(bundle, "engines"))
+    for name in ("hardnet39ds", "mobilenetv2"):
+        open(os.path.join(bundle, "engines", "{}.fp32.8.2.1.8.xavier.engine".format(name)), "wb").close()
+    code, out, err = _run(["-q", "bench", bundle, "--size", "32", "--iterations", "4", "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle, "reports", "bench.json")))
+    assert report["protocol"]["backend"] == "tensorrt" and not report["protocol"]["fallback"]
+    r = report["results"][0]
+    assert r["compute_ms"]["mean"] == pytest.approx(np.mean(1.0 + np.arange(11, 15) * 1e-3), rel=1e-4)
+    assert len(r["compute_latencies_ms"]) == 4 and "with copies" in r["latency_kind"]
+
+    class Broken(Engine):
+        def activate_impl(self):
+            raise RuntimeError("deserializeCudaEngine failed: version tag does not match")
+
+    _fake_tensorrt(monkeypatch, Broken)
+    code, _, err = _run(["bench", bundle, "--size", "32", "--iterations", "2"], capsys)
+    assert code == 1 and "TensorRT cannot load engine" in err and "rebuild" in err
+
+
+def test_torch_backend_without_a_bundle(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch", reason="torch not installed: the torch backend runs on the host")
+    monkeypatch.chdir(tmp_path)   # no build/ folder here
+    out_dir = str(tmp_path / "torch-reports")
+    code, out, err = _run(["-q", "bench", "--backend", "torch", "--device", "cpu", "--models", "mobilenetv2",
+                           "--size", "64", "--iterations", "3", "--warmup", "1", "--threads", "1",
+                           "--out", out_dir, "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(out_dir, "bench.json")))
+    assert report["results"][0]["backend"] == "torch" and report["results"][0]["input_shape"] == [1, 3, 64, 64]
+    assert report["results"][0]["macs"] > 0   # scaled from the model card's published GMACs
+
+
+def test_with_the_real_tensorrt_runner_on_fake_tensorrt(tmp_path, monkeypatch, capsys):
+    """engines then bench through deploy.runners.tensorrt_runner, with the team's TensorRT/pycuda fakes."""
+    from tests.deploy import trt_fakes
+
+    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), trt_fakes.make_fake_pycuda())
+    bundle = trt_fakes.make_bundle(tmp_path / "b", models=("hardnet39ds", "mobilenetv2"))   # 4x4 inputs
+    assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16"]) == 0
+    capsys.readouterr()
+    code, out, err = _run(["-q", "bench", bundle.root, "--size", "4", "--iterations", "6", "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle.root, "reports", "bench.json")))
+    assert report["protocol"]["backend"] == "tensorrt" and report["protocol"]["precision"] == "fp16"
+    for r in report["results"]:
+        assert len(r["latencies_ms"]) == 6 and len(r["compute_latencies_ms"]) == 6
+        assert r["compute_ms"]["mean"] >= 0 and r["latency_ms"]["mean"] > 0
+    assert "GPU compute ms" in out
