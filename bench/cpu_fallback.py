@@ -321,6 +321,7 @@ def main(argv=None):
 
     timings, described, skipped = run(models, variants, args.iterations, args.rounds, args.warmup, args.threads,
                                       cache)
+    load_after = list(os.getloadavg())
     rows = summarize(timings, floors)
     (h1, b1), (h2, b2), ok = tables(rows, floors, variants)
 
@@ -331,16 +332,18 @@ def main(argv=None):
             ("iterations_per_variant", args.iterations), ("rounds", args.rounds), ("warmup", args.warmup),
             ("threads", args.threads or physical_cores()),
             ("matmul_gflops", {k: round(v / 1e9, 2) for k, v in rates.items()}),
-            ("floor", "2 x MACs / {:.2f} GFLOP/s".format(rate / 1e9))])),
+            ("floor", "2 x MACs / {:.2f} GFLOP/s".format(rate / 1e9)),
+            ("load_average_after", load_after)])),
         ("variants", described), ("skipped", skipped),
         ("macs", macs), ("floor_ms", {m: round(v, 3) for m, v in floors.items()}),
         ("results", rows), ("tuned_at_or_below_openvino", ok if REFERENCE in described else None),
         ("raw_ms", {m: {v: [round(t, 4) for t in ts] for v, ts in t_.items()} for m, t_ in timings.items()}),
     ])
     md = ["# CPU fallback: ONNX Runtime against OpenVINO", "",
-          "- machine: {} ({} physical cores; {}); load before the run {}".format(
+          "- machine: {} ({} physical cores; {}); load average before the run {}, after {}".format(
               env["cpu"], env["physical_cores"], ", ".join(env["cpu_flags"]),
-              ", ".join("{:.2f}".format(v) for v in env["load_average"] or [])),
+              ", ".join("{:.2f}".format(v) for v in env["load_average"] or []),
+              ", ".join("{:.2f}".format(v) for v in load_after)),
           "- versions: " + ", ".join("{} {}".format(k, v) for k, v in env["versions"].items() if v),
           "- models: {}; {} iterations per variant in {} interleaved rounds; medians".format(
               source, args.iterations, args.rounds),

@@ -8,8 +8,11 @@ this script copies the stubs to a temporary folder, patches exactly those slips,
 the TensorRT-touching modules with MYPYPATH pointing there. 8.2-only names are reached through
 ``getattr`` after capability checks in deploy/, so the TensorRT 10 stubs cover the rest.
 
-Install the stubs without their runtime dependency (the real tensorrt wheel, which needs NVIDIA's
-index and a GPU):  pip install --no-deps tensorrt-stubs==10.13.0.35.1
+Install the stubs outside site-packages and without their runtime dependency (the real tensorrt
+wheel, which needs NVIDIA's index and a GPU); inside site-packages their ``tensorrt/`` folder would
+make ``import tensorrt`` succeed as an empty namespace package:
+    pip install --no-deps --target .cache/tensorrt-stubs tensorrt-stubs==10.13.0.35.1
+(``TRT_STUBS_DIR`` overrides that folder; an install into site-packages is found too.)
 
 Usage: python scripts/check_trt_types.py [FILES...]     exit 0 clean, 1 type errors, 2 setup problem
 """
@@ -69,11 +72,18 @@ class SetupError(Exception):
     pass
 
 
+STUBS_DIR = os.environ.get("TRT_STUBS_DIR", os.path.join(ROOT, ".cache", "tensorrt-stubs"))
+INSTALL_HINT = "pip install --no-deps --target .cache/tensorrt-stubs tensorrt-stubs==10.13.0.35.1"
+
+
 def find_stub_root():
-    spec = importlib.util.find_spec("tensorrt_stubs")
-    if spec is None or not spec.submodule_search_locations:
-        raise SetupError("tensorrt-stubs is not installed: pip install --no-deps tensorrt-stubs==10.13.0.35.1")
-    site = os.path.dirname(list(spec.submodule_search_locations)[0])
+    if os.path.isdir(os.path.join(STUBS_DIR, "tensorrt_stubs")):
+        site = STUBS_DIR
+    else:
+        spec = importlib.util.find_spec("tensorrt_stubs")
+        if spec is None or not spec.submodule_search_locations:
+            raise SetupError("tensorrt-stubs is not installed: " + INSTALL_HINT)
+        site = os.path.dirname(list(spec.submodule_search_locations)[0])
     for part in ("tensorrt/__init__.pyi", "tensorrt_bindings/tensorrt.pyi"):
         if not os.path.isfile(os.path.join(site, part)):
             raise SetupError("tensorrt-stubs is incomplete: {} missing in {}".format(part, site))
