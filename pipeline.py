@@ -550,7 +550,7 @@ def _cmd_analyze(args):
     out_dir = args.out
     if out_dir is None and args.source and not args.source.endswith(".onnx"):
         out_dir = os.path.join(args.source, "reports")
-    command = "python pipeline.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["analyze"] else ""
+    command = "python pipeline.py " + " ".join(sys.argv[1:]) if "analyze" in sys.argv[1:] else ""
     for path in write_reports(analyses, hw, json_path=args.json_path, out_dir=out_dir, command=command,
                               plots=not args.no_plots):
         print("wrote {}".format(path))

@@ -116,6 +116,7 @@ def paper_cio_rows(analyses: list[ModelAnalysis]) -> list[dict[str, Any]]:
             continue
         ours = a.cio / 1e6
         rows.append({"model": a.model, "size": _side(a), "cio_m": round(ours, 3), "paper_cio_m": paper,
+                     "macs_g": round(a.macs / 1e9, 3), "paper_gmacs": a.published.get("gmacs_224"),
                      "comparable": _side(a) == 224,
                      "match_1dp": _side(a) == 224 and round(ours, 1) == round(float(paper), 1)})
     return rows

@@ -9,42 +9,10 @@ from __future__ import annotations
 import logging
 import os
 
-import numpy as np
-
 from deploy.errors import PipelineError
-from deploy.runners.base import Runner, TensorMeta
+from deploy.runners.torch_runner import TorchRunner
 
 LOG = logging.getLogger(__name__)
-
-
-class TorchModuleRunner(Runner):
-    """A torch.nn.Module behind the runner contract (CPU, eval mode, no grad)."""
-
-    name = "pytorch"
-
-    def __init__(self, module, input_name: str, input_shape, output_name: str = "logits") -> None:
-        super().__init__()
-        self.module = module
-        self.input_name = input_name
-        self.input_shape = tuple(input_shape)
-        self.output_name = output_name
-
-    def activate_impl(self) -> None:
-        self.module.eval()
-
-    def deactivate_impl(self) -> None:
-        pass
-
-    def input_metadata_impl(self):
-        shape = (None,) + tuple(int(v) for v in self.input_shape[1:])
-        return [TensorMeta(self.input_name, shape, np.dtype(np.float32))]
-
-    def infer_impl(self, feed):
-        import torch
-
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(feed[self.input_name])))
-        return {self.output_name: out.detach().cpu().numpy()}
 
 
 def _weights_path(record: dict) -> tuple[str | None, str | None]:
@@ -75,8 +43,11 @@ def torch_stages(record: dict, name: str):
         model = create_model(model_name, num_classes=record.get("num_classes"), weights=path).eval()
     except PipelineError as exc:
         return [], [f"PyTorch stages skipped: cannot re-create {model_name}: {exc.one_line()}"]
-    stages = [Stage("pytorch", "fp32", "torch eager", path,
-                    lambda: TorchModuleRunner(model, input_name, shape, output_name))]
+    def runner(module):
+        return lambda: TorchRunner(module, shape, device="cpu", channels_last=False, input_name=input_name,
+                                   output_name=output_name)
+
+    stages = [Stage("pytorch", "fp32", "torch eager", path, runner(model))]
     notes = []
     try:
         from export.fold_bn import fold_batchnorm
@@ -85,5 +56,5 @@ def torch_stages(record: dict, name: str):
     else:
         folded, report = fold_batchnorm(model)
         stages.append(Stage("pytorch-bn-folded", "fp32", f"torch eager, {report.n_folded} BN folded", path,
-                            lambda: TorchModuleRunner(folded, input_name, shape, output_name)))
+                            runner(folded)))
     return stages, notes

@@ -150,22 +150,30 @@ def _ort_opener(cls, path, threads):
 
 
 def tensorrt_stages(bundle, name):
-    """TensorRT engines in the bundle, when tensorrt and H3's runner import here."""
-    engines = sorted(glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name))))
-    if not engines:
-        return [], []
+    """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
+    engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
     try:
+        from deploy.engines import find_engine
         from deploy.runners.tensorrt_runner import TensorRTRunner
+        from deploy.trt_compat import tensorrt_available
     except ImportError as exc:
-        return [], ["TensorRT stages skipped: {} engine(s) found but TensorRT is not usable here ({})".format(
-            len(engines), exc)]
-    stages = []
-    for path in engines:
-        parts = os.path.basename(path).split(".")
-        precision = parts[1] if len(parts) > 2 else "?"
-        rel = "engines/" + os.path.basename(path)
-        stages.append(Stage("tensorrt-" + precision, precision, "tensorrt", rel, _trt_opener(TensorRTRunner, path)))
-    return stages, []
+        return [], ["TensorRT stages skipped: the TensorRT runner is not available ({})".format(exc)] if engines else []
+    if not tensorrt_available():
+        if engines:
+            return [], ["TensorRT stages skipped: {} engine(s) in the bundle but TensorRT is not installed "
+                        "here".format(len(engines))]
+        return [], []
+    stages, notes = [], []
+    for precision in ("fp32", "fp16", "int8"):
+        try:
+            rel = find_engine(bundle, name, precision)
+        except PipelineError as exc:
+            if "stale" in str(exc):
+                notes.append("tensorrt-{} skipped: {}".format(precision, exc.one_line()))
+            continue
+        stages.append(Stage("tensorrt-" + precision, precision, "tensorrt", rel,
+                            _trt_opener(TensorRTRunner, bundle.path(rel))))
+    return stages, notes
 
 
 def _trt_opener(cls, path):
@@ -230,11 +238,21 @@ class _NoBar(object):
         pass
 
 
+def _fixed_batch(record):
+    """The batch size a model with a fixed batch takes (1 when dynamic)."""
+    shape = (record.get("input") or {}).get("shape") or [1]
+    first = shape[0]
+    if (record.get("input") or {}).get("dynamic_batch") or not isinstance(first, int) or first < 1:
+        return 1
+    return first
+
+
 def verify_model(bundle, name, images, threads=None, progress=True):
     """Run every stage of ``name`` on ``images``; return the model's report dict."""
     record = bundle.model(name)
     cfg = config_from_dict(record["preprocessing"])
     input_name = (record.get("input") or {}).get("name", "input")
+    batch = _fixed_batch(record)
     labels_list = record.get("labels") if isinstance(record.get("labels"), list) else None
     num_classes = record.get("num_classes")
     notes = []
@@ -260,7 +278,10 @@ def verify_model(bundle, name, images, threads=None, progress=True):
         for stage in stages:
             try:
                 runners[stage.name] = stack.enter_context(stage.open())
-            except PipelineError as exc:
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime/TensorRT load errors share no base class;
+                # one stage that cannot load is reported as that stage's error, not the end of the report
+                if not isinstance(exc, PipelineError):
+                    exc = PipelineError("{}: {}".format(type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
                 errors[stage.name] = exc.one_line()
                 LOG.warning("%s: stage %s cannot run: %s", name, stage.name, exc.one_line())
         if reference.name not in runners:
@@ -269,7 +290,7 @@ def verify_model(bundle, name, images, threads=None, progress=True):
         with _progress(len(images), "verify {}".format(name), progress) as bar:
             for image in images:
                 try:
-                    x = image.load(cfg)[None]
+                    x = np.repeat(image.load(cfg)[None], batch, axis=0)  # a fixed batch: the image repeated
                 except ImageError as exc:
                     skipped.append(image.name)
                     LOG.warning("skipped %s", exc.one_line())
@@ -277,7 +298,8 @@ def verify_model(bundle, name, images, threads=None, progress=True):
                     continue
                 for stage_name, runner in runners.items():
                     result = runner.infer({input_name: x})
-                    outputs[stage_name].append(np.asarray(list(result.values())[0], dtype=np.float32).reshape(-1))
+                    logits = np.asarray(list(result.values())[0], dtype=np.float32)
+                    outputs[stage_name].append(logits.reshape(batch, -1)[0])
                 truth.append(label_index(image.label, labels_list, num_classes))
                 used.append(image.name)
                 bar.update(1)

@@ -336,8 +336,9 @@ def _make_readable(path: str) -> None:
     os.chmod(path, 0o644 & ~umask)
 
 
-def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_versions: dict[str, Any],
-               key: str, work_dir: str) -> dict[str, Any]:
+def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, Any],
+               key: str, work_dir: str) -> tuple[dict[str, Any], str]:
+    """Run every stage for one model in ``work_dir``; return (manifest record, path of the final ONNX)."""
     import onnx
 
     from deploy.preprocess import config_to_dict
@@ -357,6 +358,7 @@ def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_vers
         now = time.perf_counter()
         timings[stage] = round(now - clock[0], 3)
         clock[0] = now
+
     LOG.info("%s: load (%s)", name, source.weights_path or "random weights")
     model, card, weights_record = source.load()
     model = model.eval()
@@ -368,7 +370,8 @@ def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_vers
     bn_left = count_batchnorm(folded)
     lap("fold")
 
-    shape = (options.batch, 3, options.size, options.size)
+    channels = int(card.input_size[0])
+    shape = (options.batch, channels, options.size, options.size)
     LOG.info("%s: export ONNX opset %d, input %s%s", name, target.max_opset, "x".join(map(str, shape)),
              " (dynamic batch)" if options.dynamic_batch else "")
     raw_path = os.path.join(work_dir, f"{name}.exported.onnx")
@@ -396,7 +399,7 @@ def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_vers
 
     LOG.info("%s: parity (folded PyTorch, ONNX, simplified ONNX vs eager PyTorch)", name)
     parity_batch = max(options.batch, 2) if options.dynamic_batch else options.batch
-    inputs = par.parity_inputs((parity_batch, 3, options.size, options.size))
+    inputs = par.parity_inputs((parity_batch, channels, options.size, options.size))
     reference = par.run_torch(model, inputs)
     counter = MacCounter(folded)
     try:
@@ -411,13 +414,8 @@ def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_vers
                                                  "simplified ONNX (ONNX Runtime)", name)
     lap("parity")
 
-    # Every check passed: put the ONNX in place, then describe it.
+    # Every check passed: describe the model; _build_all then puts final_tmp in place with the manifest.
     relpath = onnx_relpath(name)
-    dest = bundle.path(relpath)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    _make_readable(final_tmp)
-    os.replace(final_tmp, dest)
-
     num_classes = int(reference.shape[-1])
     labels = label_names(card) if getattr(card, "num_classes", None) == num_classes else None
     record: dict[str, Any] = collections.OrderedDict()
@@ -447,7 +445,7 @@ def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_vers
     record["simplify"] = dict(simplified.to_dict(), version=tool_versions.get("onnxsim"))
     record["build"] = {"key": key, "code_version": BUILD_CODE_VERSION, "seconds": round(time.perf_counter() - started, 2),
                        "stage_seconds": timings}
-    return record
+    return record, final_tmp
 
 
 # ------------------------------------------------------------------------------------------------
@@ -455,8 +453,6 @@ def _build_one(source: _Source, options: BuildOptions, bundle: Bundle, tool_vers
 # ------------------------------------------------------------------------------------------------
 def _open_bundle(options: BuildOptions) -> Bundle:
     """The bundle at ``out_dir`` (new if none). A manifest that cannot be read is replaced only with --force."""
-    import json as _json
-
     from deploy.bundle import MANIFEST_NAME
 
     target = dict(options.target._asdict())
@@ -466,7 +462,7 @@ def _open_bundle(options: BuildOptions) -> Bundle:
         manifest = os.path.join(options.out_dir, MANIFEST_NAME)
         try:
             with open(manifest) as handle:
-                other_target = _json.load(handle).get("target", {}).get("name")
+                other_target = json.load(handle).get("target", {}).get("name")
         except (OSError, ValueError, AttributeError):
             other_target = None
         if other_target and other_target != options.target.name:
@@ -541,13 +537,18 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
         else:
             work_dir = tempfile.mkdtemp(prefix=".build-", dir=options.out_dir)
             try:
-                record = _build_one(source, options, bundle, versions, key, work_dir)
+                record, onnx_file = _build_one(source, options, versions, key, work_dir)
+                # Only now, with every check passed, replace the bundle's file and its record together.
+                dest = bundle.path(record["onnx"]["path"])
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                _make_readable(onnx_file)
+                os.replace(onnx_file, dest)
+                bundle.set_model(source.name, record)
+                if options.precision:
+                    bundle.manifest["precision"] = options.precision
+                bundle.save()
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
-            bundle.set_model(source.name, record)
-            if options.precision:
-                bundle.manifest["precision"] = options.precision
-            bundle.save()
             results.append(ModelBuildResult(source.name, False, time.perf_counter() - started, record))
             LOG.info("%s: done in %.1f s", source.name, time.perf_counter() - started)
         if bar is not None:

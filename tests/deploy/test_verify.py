@@ -115,6 +115,20 @@ def test_tampered_bundle_is_refused(bundle, labelled, capsys):
     assert "does not match the manifest" in capsys.readouterr().err
 
 
+def test_a_stage_that_cannot_load_is_reported_not_fatal(bundle, labelled):
+    from deploy.atomic import sha256_file
+
+    path = bundle.path("models/mobilenetv2.int8.onnx")
+    with open(path, "wb") as handle:
+        handle.write(b"not an onnx model")
+    bundle.model(NAME)["int8_onnx"]["sha256"] = sha256_file(path)
+    bundle.save()
+    report = verify_bundle(bundle, images_dir=str(labelled), count=3, progress=False)
+    rows = stages_by_name(report["models"][NAME])
+    assert "error" in rows["onnx-int8"] and rows["onnx-fp32"]["top1_agreement"] == 1.0
+    assert "error:" in text_report(report)
+
+
 def test_metrics():
     ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
     other = np.array([[1.0, 0.1, 0.0], [3.0, 2.0, 0.0], [0.0, 0.0, -3.0]])

@@ -167,3 +167,24 @@ def test_stage_breaking_parity_fails_the_build(built, monkeypatch):
         build_bundle(options(out, force=True), progress=False)
     assert "mobilenetv2: stage 'simplified ONNX (ONNX Runtime)' breaks parity" in str(info.value)
     assert {p: (out / p).read_bytes() for p in snapshot} == snapshot
+
+
+def test_library_refuses_bad_input_before_any_work(tmp_path):
+    from deploy.errors import PipelineError, UnknownNameError, WeightsError
+    from export.build import check_output_dir, resolve_sources
+
+    with pytest.raises(UnknownNameError, match="unknown model 'nosuchnet'"):
+        resolve_sources(options(tmp_path, models=("mobilenetv2", "nosuchnet")))
+    with pytest.raises(UsageError, match="cannot take a 8x8 input") as info:
+        resolve_sources(options(tmp_path, models=("densenet121",), size=8))
+    assert info.value.hint and info.value.exit_code == 2
+    with pytest.raises(WeightsError, match="does not exist") as info:
+        resolve_sources(options(tmp_path, weights={"mobilenetv2": str(tmp_path / "missing.pth")}))
+    assert info.value.exit_code == 1
+    with pytest.raises(UsageError, match="given twice"):
+        resolve_sources(options(tmp_path, models=("mobilenetv2", "mobilenetv2")))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PipelineError, match="cannot write to output folder"):
+        check_output_dir(str(blocker / "out"))
+    assert os.listdir(tmp_path) == ["file"]   # nothing was created
