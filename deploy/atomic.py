@@ -23,11 +23,22 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give the result the mode a plain open() would have had.
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _mode_for(path):
+    # type: (str) -> int
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes(path, data):
