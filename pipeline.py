@@ -590,12 +590,24 @@ def _setup_logging(verbose, quiet):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _logs_above_progress_bars():
+    """Route log records through tqdm while a command runs, so they do not break its bars."""
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:  # tqdm is optional on the device
+        import contextlib
+
+        return contextlib.contextmanager(lambda: (yield))()
+    return logging_redirect_tqdm()
+
+
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     try:
-        return args.func(args)
+        with _logs_above_progress_bars():
+            return args.func(args)
     except UsageError as exc:
         sys.stderr.write("error: {}\n".format(exc.one_line()))
         return EXIT_USAGE
