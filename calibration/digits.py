@@ -337,6 +337,9 @@ def evaluate_chain(checkpoint: str, out_dir: str, *, methods=("minmax", "entropy
 
     split = split or load_split()
     card = read_sidecar(checkpoint)
+    if card is None:
+        raise WeightsError(f"{checkpoint} has no sidecar {sidecar_path(checkpoint)}",
+                           hint="train it with scripts/train_digits.py")
     cfg = config_from_dict(card["preprocessing"])
     bundle, name = build_digits_bundle(checkpoint, out_dir, cfg.size, progress=progress)
     x_held = preprocess_digits(split.heldout_images, cfg)

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 
 from calibration.dataset import load_calibration_array, write_calibration_array
-from calibration.images import GENERIC_PHOTOS, folder_items, generic_items, generic_photo_paths
+from calibration.images import folder_items, generic_items, generic_photo_paths
 from calibration.quantize import check_method, quantize_onnx
 from deploy.atomic import sha256_file
 from deploy.bundle import Bundle, calibration_relpath, int8_onnx_relpath
@@ -75,10 +75,10 @@ def calibrate_bundle(bundle: Bundle, names, *, images_dir: str | None = None, co
             len(photos), ", ".join(os.path.splitext(os.path.basename(p))[0] for p in photos[:4]) + ", ...")
         generic = True
         LOG.warning("calibrating on %s", GENERIC_NOTE)
-    summaries = []
+    summaries: list[dict] = []
     for name in names:
         record = bundle.model(name)
-        shape = _record_input_shape(record, name)
+        _record_input_shape(record, name)
         cfg = config_from_dict(record["preprocessing"])
         rel = calibration_relpath(name)
         started = time.perf_counter()
@@ -155,4 +155,4 @@ def summary_lines(summaries: list[dict]) -> list[str]:
     return lines
 
 
-__all__ = ["calibrate_bundle", "quantize_record", "summary_lines", "GENERIC_NOTE", "GENERIC_PHOTOS"]
+__all__ = ["calibrate_bundle", "quantize_record", "summary_lines", "GENERIC_NOTE"]

@@ -13,7 +13,7 @@ from deploy.atomic import sha256_file
 from deploy.bundle import Bundle
 from deploy.errors import CalibrationError, UsageError
 
-from .conftest import SIZE, write_images
+from .helpers import SIZE, write_images
 
 NAME = "mobilenetv2"
 
@@ -111,6 +111,7 @@ def test_only_corrupt_files_is_an_error(tiny_bundle, tmp_path):
     assert not os.path.exists(tiny_bundle.path("calibration/mobilenetv2.npy"))
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # big.jpg: over the limit, under 2x
 def test_odd_images_are_handled_and_corrupt_ones_counted(tiny_bundle, tmp_path, caplog, monkeypatch):
     from PIL import Image
 

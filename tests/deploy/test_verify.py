@@ -9,7 +9,7 @@ import pytest
 import pipeline
 from deploy.bundle import Bundle
 from deploy.verify import REPORT_JSON, REPORT_MD, compare, cosine, label_index, text_report, verify_bundle
-from tests.calibration.conftest import export_tiny_bundle, write_images
+from tests.calibration.helpers import export_tiny_bundle, write_images
 
 NAME = "mobilenetv2"
 
@@ -76,6 +76,17 @@ def test_random_weights_use_the_onnx_model_as_reference(tmp_path):
     assert model["reference"] == "onnx-fp32"
     assert any("random" in note for note in model["notes"])
     assert model["labelled_images"] == 0 and stages_by_name(model)["onnx-fp32"]["accuracy"] is None
+
+
+def test_without_torch_the_onnx_model_is_the_reference(bundle, labelled, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "calibration.torch_stages", None)  # as on the Jetson: import fails
+    report = verify_bundle(bundle, images_dir=str(labelled), count=4, progress=False)
+    model = report["models"][NAME]
+    assert model["reference"] == "onnx-fp32" and list(stages_by_name(model)) == ["onnx-fp32", "onnx-int8"]
+    assert any("torch or the model zoo is not available" in note for note in model["notes"])
+    assert any("reference is onnx-fp32" in note for note in model["notes"])
 
 
 def test_generic_images_give_agreement_only(bundle):
