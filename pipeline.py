@@ -113,6 +113,9 @@ def _add_build(sub):
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "best"],
                    help="engine precision for the device (default: the target's default, fp16 on the Nano)")
     p.add_argument("--force", action="store_true", help="rebuild every model even when nothing changed")
+    p.add_argument("--preprocess", default=None, metavar="FILE",
+                   help="JSON with mean/std/crop_pct/interpolation replacing the model card's preprocessing "
+                        "(bare, or under a \"preprocessing\" key such as a training run's checkpoint sidecar)")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
     p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
@@ -171,7 +174,7 @@ def _cmd_build(args):
     precision = resolve_precision(target, args.precision or target.default_precision)
     if args.calib_count < 1:
         raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
-    from export.build import BuildOptions, build_bundle, parse_weights_args
+    from export.build import BuildOptions, build_bundle, parse_weights_args, read_preprocess_override
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
@@ -179,15 +182,20 @@ def _cmd_build(args):
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
         num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
-        force=args.force, precision=precision)
+        force=args.force, precision=precision,
+        preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None)
     result = build_bundle(options, progress=not args.quiet)
     built = [m.name for m in result.models]
     if precision == "int8":
         from calibration.stage import calibrate_bundle
 
-        calibrate_bundle(result.bundle, built, images_dir=args.calib_images, count=args.calib_count,
+        calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images, count=args.calib_count,
                          method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"),
                          progress=not args.quiet)
+        from calibration.stage import summary_lines
+
+        for line in summary_lines(calibrated):
+            print(line)
     print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
                         "weights", "stage"], _build_summary_rows(result)))
     random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]

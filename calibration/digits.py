@@ -292,7 +292,8 @@ def apply_card_override(bundle, name: str, card: dict) -> None:
 
 
 def build_digits_bundle(checkpoint: str, out_dir: str, size: int, progress: bool = True):
-    """``pipeline.py build --target cpu --models M --weights CKPT --num-classes 10 --size S`` + the override."""
+    """``pipeline.py build --target cpu --models M --weights CKPT --num-classes 10 --size S
+    --preprocess CKPT.card.json``, then the digit labels recorded in the manifest."""
     from deploy.bundle import Bundle
     from deploy.targets import get_target
     from export.build import BuildOptions, build_bundle
@@ -303,7 +304,8 @@ def build_digits_bundle(checkpoint: str, out_dir: str, size: int, progress: bool
                            hint="train it with scripts/train_digits.py")
     name = card["model"]
     options = BuildOptions(target=get_target("cpu"), out_dir=out_dir, models=(name,),
-                           weights={name: checkpoint}, num_classes=10, size=size, precision="int8")
+                           weights={name: checkpoint}, num_classes=10, size=size, precision="int8",
+                           preprocess=card["preprocessing"])
     build_bundle(options, progress=progress)
     bundle = Bundle.open(out_dir)
     apply_card_override(bundle, name, card)

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from deploy.atomic import sha256_file
 from deploy.bundle import Bundle, onnx_relpath
+from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class BuildOptions:
     force: bool = False
     precision: str | None = None                  # resolved precision, recorded in the manifest
     threads: int = 1                              # torch / ONNX Runtime threads for the parity runs
+    preprocess: dict[str, Any] | None = None      # overrides the card's mean/std/crop_pct/interpolation
 
 
 @dataclass
@@ -259,6 +261,59 @@ def resolve_sources(options: BuildOptions) -> list[_Source]:
 # ------------------------------------------------------------------------------------------------
 # Cache key, counting
 # ------------------------------------------------------------------------------------------------
+PREPROCESS_KEYS = ("mean", "std", "crop_pct", "interpolation")
+
+
+def read_preprocess_override(path: str) -> dict[str, Any]:
+    """Read ``--preprocess FILE``: a JSON object with any of mean, std, crop_pct, interpolation,
+    bare or under a "preprocessing" key (so a training run's checkpoint sidecar can be passed as is)."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise UsageError(f"cannot read --preprocess file {path}: {exc.strerror}",
+                         hint="give a JSON file such as {\"mean\": [...], \"std\": [...], \"crop_pct\": 1.0}") from None
+    except ValueError as exc:
+        raise UsageError(f"--preprocess file {path} is not valid JSON ({exc})", hint="fix the JSON") from None
+    if isinstance(data, dict) and isinstance(data.get("preprocessing"), dict):
+        data = data["preprocessing"]
+    if not isinstance(data, dict):
+        raise UsageError(f"--preprocess file {path} must hold a JSON object", hint="e.g. {\"crop_pct\": 1.0}")
+    override = {k: data[k] for k in PREPROCESS_KEYS if k in data}
+    if not override:
+        raise UsageError(f"--preprocess file {path} sets none of {', '.join(PREPROCESS_KEYS)}",
+                         hint="e.g. {\"mean\": [0.5, 0.5, 0.5], \"std\": [0.25, 0.25, 0.25]}")
+    for key in ("mean", "std"):
+        if key in override and (not isinstance(override[key], list) or len(override[key]) != 3
+                                or not all(isinstance(v, (int, float)) for v in override[key])):
+            raise UsageError(f"--preprocess {key} must be three numbers (RGB), got {override[key]!r}",
+                             hint=f"e.g. \"{key}\": [0.5, 0.5, 0.5]")
+    if "std" in override and any(v <= 0 for v in override["std"]):
+        raise UsageError("--preprocess std values must be positive", hint="check the file")
+    if "crop_pct" in override and not (isinstance(override["crop_pct"], (int, float)) and 0 < override["crop_pct"] <= 1):
+        raise UsageError(f"--preprocess crop_pct must be in (0, 1], got {override['crop_pct']!r}",
+                         hint="1.0 means no crop; 0.875 is torchvision's 256 -> 224")
+    if "interpolation" in override and override["interpolation"] not in ("bilinear", "bicubic", "nearest"):
+        raise UsageError(f"--preprocess interpolation {override['interpolation']!r} is unknown",
+                         hint="use bilinear, bicubic or nearest")
+    return override
+
+
+def preprocessing_record(card: Any, options: BuildOptions) -> dict[str, Any]:
+    """The manifest's preprocessing: the model card's, with ``--preprocess`` applied on top."""
+    cfg = card.preprocess_config(options.size)
+    if options.preprocess:
+        o = options.preprocess
+        cfg = cfg._replace(
+            mean=tuple(float(v) for v in o.get("mean", cfg.mean)),
+            std=tuple(float(v) for v in o.get("std", cfg.std)),
+            crop_pct=float(o.get("crop_pct", cfg.crop_pct)),
+            interpolation=str(o.get("interpolation", cfg.interpolation)))
+    record = config_to_dict(cfg)
+    record["source"] = "--preprocess override" if options.preprocess else "model card"
+    return record
+
+
 def cache_key(source: _Source, options: BuildOptions, tool_versions: dict[str, Any]) -> str:
     payload = {
         "code": BUILD_CODE_VERSION,
@@ -271,6 +326,7 @@ def cache_key(source: _Source, options: BuildOptions, tool_versions: dict[str, A
         "opset": options.target.max_opset,
         "target_tensorrt": options.target.tensorrt,
         "tools": tool_versions,
+        "preprocess": options.preprocess,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -425,7 +481,7 @@ def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, 
     record["input"] = {"name": exported.input_name, "shape": list(shape), "dtype": "float32",
                        "dynamic_batch": options.dynamic_batch}
     record["output"] = {"name": exported.output_name, "shape": [options.batch, num_classes]}
-    record["preprocessing"] = config_to_dict(card.preprocess_config(options.size))
+    record["preprocessing"] = preprocessing_record(card, options)
     record["num_classes"] = num_classes
     record["labels"] = labels
     record["weights"] = weights_record

@@ -148,3 +148,38 @@ def test_corrupt_manifest_needs_force(tmp_path, capsys):
     from deploy.bundle import Bundle
 
     Bundle.open(str(out)).verify()
+
+
+def test_preprocess_override_is_recorded_and_invalidates_reuse(bundle_dir, tmp_path, capsys):
+    import json
+
+    sidecar = tmp_path / "digits.pt.card.json"
+    sidecar.write_text(json.dumps({"preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3],
+                                                     "crop_pct": 1.0}}))
+    code = pipeline.main(["-q", "build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(bundle_dir),
+                          "--preprocess", str(sidecar)])
+    out = capsys.readouterr().out
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("mobilenetv2"))
+    assert "reused" not in row  # preprocessing is part of the cache key
+    record = json.loads((bundle_dir / "manifest.json").read_text())["models"]["mobilenetv2"]["preprocessing"]
+    assert record["mean"] == [0.2, 0.2, 0.2] and record["std"] == [0.3, 0.3, 0.3]
+    assert record["crop_pct"] == 1.0 and record["resize_shorter_side"] == int(SIZE)
+    assert record["source"] == "--preprocess override"
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("not json", "not valid JSON"),
+    ('{"foo": 1}', "sets none of"),
+    ('{"mean": [1, 2]}', "three numbers"),
+    ('{"std": [1, 0, 1]}', "positive"),
+    ('{"crop_pct": 1.5}', "crop_pct must be in"),
+])
+def test_bad_preprocess_file(bundle_dir, tmp_path, capsys, content, expected):
+    bad = tmp_path / "pre.json"
+    bad.write_text(content)
+    before = snapshot(bundle_dir)
+    code, line = _run_bad(["-q", "build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(bundle_dir),
+                           "--preprocess", str(bad)], capsys)
+    assert code == 2 and expected in line and "fix:" in line
+    assert snapshot(bundle_dir) == before
