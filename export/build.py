@@ -397,7 +397,6 @@ def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, 
     """Run every stage for one model in ``work_dir``; return (manifest record, path of the final ONNX)."""
     import onnx
 
-    from deploy.preprocess import config_to_dict
     from export import parity as par
     from export.fold_bn import count_batchnorm, fold_batchnorm
     from export.onnx_export import export_onnx
