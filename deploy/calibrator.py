@@ -278,9 +278,12 @@ def make_trt_calibrator(stream, cache):
     core = CalibratorCore(stream, cache, to_device)
     core.device_buffer = device_buffer  # keeps the allocation alive as long as the core
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+    # TensorRT picks the algorithm by the base class; the callbacks are the same for both.
+    base = trt.IInt8MinMaxCalibrator if cache.calibrator == "minmax" else trt.IInt8EntropyCalibrator2
+
+    class Calibrator(base):  # type: ignore[misc,valid-type]
         def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            base.__init__(self)
 
         def get_batch_size(self):
             return core.get_batch_size()
@@ -294,21 +297,5 @@ def make_trt_calibrator(stream, cache):
         def write_calibration_cache(self, cache):
             core.write_calibration_cache(cache)
 
-    class MinMaxCalibrator(trt.IInt8MinMaxCalibrator):
-        def __init__(self):
-            trt.IInt8MinMaxCalibrator.__init__(self)
-
-        def get_batch_size(self):
-            return core.get_batch_size()
-
-        def get_batch(self, names):
-            return core.get_batch(names)
-
-        def read_calibration_cache(self):
-            return core.read_calibration_cache()
-
-        def write_calibration_cache(self, cache):
-            core.write_calibration_cache(cache)
-
-    calibrator = MinMaxCalibrator() if cache.calibrator == "minmax" else EntropyCalibrator()
+    calibrator = Calibrator()
     return calibrator, core
