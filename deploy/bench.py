@@ -17,10 +17,8 @@ Per backend:
 Python 3.6-compatible; runtimes are imported lazily.
 """
 import collections
-import glob
 import inspect
 import logging
-import os
 import time
 
 import numpy as np
@@ -277,7 +275,7 @@ def plan_models(bundle, names, backend, precision, protocol):
             if not isinstance(entry, dict) or not entry.get("path"):
                 if precision == "int8":
                     raise BundleError("model {} has no INT8 ONNX in bundle {}".format(name, bundle.root),
-                                      hint="quantise it on the host (python pipeline.py build --int8 ...) or "
+                                      hint="quantise it on the host (python pipeline.py build --target cpu --precision int8) or "
                                            "use --precision fp32")
                 raise BundleError("model {} has no ONNX file in the manifest".format(name),
                                   hint="rebuild the bundle with `python pipeline.py build`")
@@ -286,7 +284,10 @@ def plan_models(bundle, names, backend, precision, protocol):
             else:
                 path = bundle.path(entry["path"])
         elif backend == "tensorrt":
-            path = find_engine(bundle, name, precision)
+            from deploy.engines import find_engine
+
+            # Only an engine built for this TensorRT version and GPU from this ONNX: never a stale one.
+            path = bundle.path(find_engine(bundle, name, precision))
         plans.append(ModelPlan(name, path, input_name, shape, record))
     return plans
 
@@ -310,24 +311,6 @@ def _requested_shape(name, input_rec, protocol, backend):
                 name, batch, protocol.batch),
             hint="use --batch {} or rebuild with a dynamic batch dimension".format(batch))
     return tuple(want)
-
-
-def find_engine(bundle, name, precision):
-    """engines/<name>.<precision>.<trt>.<device>.engine; the current TensorRT version's first."""
-    pattern = os.path.join(bundle.path("engines"), "{}.{}.*.engine".format(name, precision))
-    found = sorted(glob.glob(pattern))
-    if not found:
-        raise BundleError("no {} TensorRT engine for {} in {}".format(precision, name, bundle.path("engines")),
-                          hint="build it on this device: python pipeline.py engines {} --precision {}".format(
-                              bundle.root, precision))
-    try:
-        import tensorrt
-        current = [p for p in found if ".{}.".format(tensorrt.__version__) in os.path.basename(p)]
-        if current:
-            return current[0]
-    except ImportError:
-        pass
-    return found[0]
 
 
 def make_runner(backend, plan, precision, protocol, device="cpu", optimized_model_dir=None):

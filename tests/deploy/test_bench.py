@@ -186,47 +186,43 @@ def test_bad_inputs(bundle, tmp_path, no_tensorrt, capsys, monkeypatch):
     assert code == 1 and "tensorrt is not installed" in err.lower()
 
 
-def _fake_tensorrt(monkeypatch, runner_cls):
-    trt = types.ModuleType("tensorrt")
-    trt.__file__ = "/fake/tensorrt/__init__.py"
-    trt.__version__ = "8.2.1.8"
-    trt.Logger = object
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    module = types.ModuleType("deploy.runners.tensorrt_runner")
-    module.TensorRTRunner = runner_cls
-    monkeypatch.setitem(sys.modules, "deploy.runners.tensorrt_runner", module)
+def test_tensorrt_engine_errors(tmp_path, capsys, monkeypatch):
+    """No engine, a stale engine (another TensorRT version), and one that fails to load: one line each."""
+    from tests.deploy import trt_fakes
 
+    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), trt_fakes.make_fake_pycuda())
+    bundle = trt_fakes.make_bundle(tmp_path / "b", models=("hardnet39ds", "mobilenetv2"))   # 4x4 inputs
+    argv = ["bench", bundle.root, "--size", "4", "--iterations", "2", "--precision", "fp16", "--no-png"]
+    code, _, err = _run(argv, capsys)
+    assert code == 1 and "no fp16 engine of hardnet39ds" in err and "pipeline.py engines" in err
 
-def test_tensorrt_path_and_its_errors(bundle, capsys, monkeypatch):
-    class Engine(_GpuLikeRunner):
-        def __init__(self, engine_path):
-            super(Engine, self).__init__()
-            self.engine_path = engine_path
+    assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16"]) == 0
+    capsys.readouterr()
+    sidecars = [os.path.join(root, f) for root, _, files in os.walk(os.path.join(bundle.root, "engines"))
+                for f in files if f.startswith("hardnet39ds.") and f.endswith(".json")]
+    assert sidecars
+    with open(sidecars[0]) as handle:
+        meta = json.load(handle)
+    meta["tensorrt"] = "8.0.1.6"
+    with open(sidecars[0], "w") as handle:
+        json.dump(meta, handle)
+    code, _, err = _run(argv, capsys)
+    assert code == 1 and "stale" in err and "8.0.1.6" in err and "pipeline.py engines" in err
 
-        def input_metadata_impl(self):
-            return [TensorMeta("input", (1, 3, 32, 32), np.dtype(np.float32))]
+    assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16"]) == 0  # rebuilds the stale one
+    capsys.readouterr()
 
-    _fake_tensorrt(monkeypatch, Engine)
-    code, _, err = _run(["bench", bundle, "--size", "32", "--iterations", "2"], capsys)
-    assert code == 1 and "no fp32 TensorRT engine for hardnet39ds" in err and "pipeline.py engines" in err
+    class Broken(Runner):
+        def __init__(self, engine_path, **kwargs):
+            super(Broken, self).__init__()
 
-    os.makedirs(os.path.join(bundle, "engines"))
-    for name in ("hardnet39ds", "mobilenetv2"):
-        open(os.path.join(bundle, "engines", "{}.fp32.8.2.1.8.xavier.engine".format(name)), "wb").close()
-    code, out, err = _run(["-q", "bench", bundle, "--size", "32", "--iterations", "4", "--no-png"], capsys)
-    assert code == 0, err
-    report = json.load(open(os.path.join(bundle, "reports", "bench.json")))
-    assert report["protocol"]["backend"] == "tensorrt" and not report["protocol"]["fallback"]
-    r = report["results"][0]
-    assert r["compute_ms"]["mean"] == pytest.approx(np.mean(1.0 + np.arange(11, 15) * 1e-3), rel=1e-4)
-    assert len(r["compute_latencies_ms"]) == 4 and "with copies" in r["latency_kind"]
-
-    class Broken(Engine):
         def activate_impl(self):
             raise RuntimeError("deserializeCudaEngine failed: version tag does not match")
 
-    _fake_tensorrt(monkeypatch, Broken)
-    code, _, err = _run(["bench", bundle, "--size", "32", "--iterations", "2"], capsys)
+    module = types.ModuleType("deploy.runners.tensorrt_runner")
+    module.TensorRTRunner = Broken
+    monkeypatch.setitem(sys.modules, "deploy.runners.tensorrt_runner", module)
+    code, _, err = _run(argv, capsys)
     assert code == 1 and "TensorRT cannot load engine" in err and "rebuild" in err
 
 
