@@ -329,7 +329,7 @@ def _cmd_engines(args):
     results, summary = build_engines(
         args.bundle, precision, workspace_mib=args.workspace, calibrator=args.calibrator, force=args.force,
         names=names, target_name=args.target, calib_batch=args.calib_batch, max_batch=args.max_batch,
-        keep_verbose=args.verbose > 1)
+        keep_verbose=args.verbose > 0)
     _print_engine_results(results, summary)
     return EXIT_OK
 
@@ -581,7 +581,7 @@ def make_parser():
         description="HarDNet edge deployment pipeline: PyTorch -> BN-folded ONNX bundle -> "
                     "TensorRT engines / ONNX Runtime on the device -> benchmark.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug log output (the default shows progress and stage logs)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -591,9 +591,9 @@ def make_parser():
 
 
 def _setup_logging(verbose, quiet):
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
-    if verbose < 2:
+    if not verbose:
         for noisy in ("PIL", "matplotlib", "onnxscript", "torch"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
