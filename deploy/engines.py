@@ -17,6 +17,7 @@ Python 3.6-compatible; tensorrt and pycuda are imported lazily.
 """
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -156,6 +157,25 @@ def read_sidecar(path):
     return data if isinstance(data, dict) else {}
 
 
+def identity_mismatch(sidecar, expected):
+    # type: (dict, dict) -> Optional[str]
+    """Why an engine's sidecar is not for this TensorRT version, GPU and ONNX model; None when it is.
+
+    ``expected`` needs the keys tensorrt, device, compute_capability and onnx_sha256.
+    """
+    if sidecar.get("tensorrt") != expected["tensorrt"]:
+        return "built with TensorRT {}, this is TensorRT {}".format(sidecar.get("tensorrt"), expected["tensorrt"])
+    if sidecar.get("device") != expected["device"] or \
+            sidecar.get("compute_capability") != expected["compute_capability"]:
+        return "built on {} (sm {}), this is {} (sm {})".format(
+            sidecar.get("device"), sidecar.get("compute_capability"),
+            expected["device"], expected["compute_capability"])
+    if sidecar.get("onnx_sha256") != expected["onnx_sha256"]:
+        return "the ONNX model changed since the engine was built (sha256 {}... -> {}...)".format(
+            str(sidecar.get("onnx_sha256"))[:12], str(expected["onnx_sha256"])[:12])
+    return None
+
+
 def stale_reason(bundle, engine_rel, expected):
     # type: (Bundle, str, dict) -> Optional[str]
     """None when the engine at ``engine_rel`` can be reused as is; else why it must be rebuilt."""
@@ -167,16 +187,9 @@ def stale_reason(bundle, engine_rel, expected):
         return "the engine has no sidecar record (an interrupted build, or copied from elsewhere)"
     if not sidecar:
         return "the engine's sidecar record is not valid JSON"
-    if sidecar.get("tensorrt") != expected["tensorrt"]:
-        return "built with TensorRT {}, this is TensorRT {}".format(sidecar.get("tensorrt"), expected["tensorrt"])
-    if sidecar.get("device") != expected["device"] or \
-            sidecar.get("compute_capability") != expected["compute_capability"]:
-        return "built on {} (sm {}), this is {} (sm {})".format(
-            sidecar.get("device"), sidecar.get("compute_capability"),
-            expected["device"], expected["compute_capability"])
-    if sidecar.get("onnx_sha256") != expected["onnx_sha256"]:
-        return "the ONNX model changed since the engine was built (sha256 {}... -> {}...)".format(
-            str(sidecar.get("onnx_sha256"))[:12], str(expected["onnx_sha256"])[:12])
+    mismatch = identity_mismatch(sidecar, expected)
+    if mismatch:
+        return mismatch
     if sidecar.get("precision") != expected["precision"]:
         return "built for {}, not {}".format(sidecar.get("precision"), expected["precision"])
     old = sidecar.get("build_options") or {}
@@ -230,14 +243,10 @@ def find_engine(bundle, model, precision):
         raise BundleError("no {} engine of {} for TensorRT {} on {} ({} missing)".format(
             precision, model, version, name, rel), hint=fix)
     sidecar = read_sidecar(bundle.path(sidecar_relpath(rel))) or {}
-    problems = []
-    if sidecar.get("onnx_sha256") != bundle.model(model)["onnx"]["sha256"]:
-        problems.append("the ONNX model changed")
-    if sidecar.get("tensorrt") != version or sidecar.get("device") != name \
-            or sidecar.get("compute_capability") != capability:
-        problems.append("built with TensorRT {} on {}".format(sidecar.get("tensorrt"), sidecar.get("device")))
-    if problems:
-        raise BundleError("engine {} is stale: {}".format(rel, "; ".join(problems)), hint=fix)
+    problem = identity_mismatch(sidecar, {"tensorrt": version, "device": name, "compute_capability": capability,
+                                          "onnx_sha256": bundle.model(model)["onnx"]["sha256"]})
+    if problem:
+        raise BundleError("engine {} is stale: {}".format(rel, problem), hint=fix)
     return rel
 
 
@@ -443,7 +452,7 @@ def build_one(bundle, model, options, device, force=False, keep_verbose=False):
 
     write_bytes(bundle.path(engine_rel), serialized)
     sidecar = collections.OrderedDict(expected)
-    sidecar["engine_sha256"] = sha256_file(bundle.path(engine_rel))
+    sidecar["engine_sha256"] = hashlib.sha256(serialized).hexdigest()  # the bytes just written
     sidecar["engine_bytes"] = len(serialized)
     sidecar["build_seconds"] = round(seconds, 1)
     sidecar["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
