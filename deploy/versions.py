@@ -5,8 +5,10 @@ Python 3.6-compatible (no importlib.metadata): a package's version is read from 
 reported as None, never an error.
 """
 import collections
+import logging
 import platform
-import sys
+
+LOG = logging.getLogger(__name__)
 
 # name in the report -> importable module
 HOST_BUILD_TOOLS = ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "numpy")
@@ -21,7 +23,12 @@ def package_version(name):
         module = __import__(module_name)
     except ImportError:
         return None
+    except (OSError, RuntimeError) as exc:  # a broken native library (a CUDA build without its drivers)
+        LOG.debug("importing %s failed: %s", module_name, exc)
+        return None
     version = getattr(module, "__version__", None)
+    if version is None and hasattr(module, "get_version"):  # OpenVINO has no __version__
+        version = module.get_version()
     return str(version) if version is not None else None
 
 
@@ -33,6 +40,3 @@ def tool_versions(names=HOST_BUILD_TOOLS):
         out[name] = package_version(name)
     return out
 
-
-def python_version_tuple():
-    return tuple(sys.version_info[:3])
