@@ -143,13 +143,6 @@ def trt_version(trt):
     return str(getattr(trt, "__version__", "unknown"))
 
 
-def short_version(version):
-    # type: (str) -> str
-    """``'8.2.1.8'`` -> ``'8.2.1'``: the part used in file names (a patch build changes kernels too)."""
-    parts = re.findall(r"\d+", str(version))
-    return ".".join(parts[:3]) if parts else "unknown"
-
-
 def version_tuple(version):
     # type: (str) -> tuple
     return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
