@@ -37,6 +37,7 @@ from deploy.atomic import write_json, write_text  # noqa: E402
 from deploy.bench import make_input, measure_matmul_flops  # noqa: E402
 from deploy.environment import collect_environment, physical_cores  # noqa: E402
 from deploy.report import format_markdown_table, format_table  # noqa: E402
+from deploy.stats import summarize as summarize_latencies  # noqa: E402
 
 LOG = logging.getLogger("cpu_fallback")
 
@@ -106,7 +107,6 @@ def count_macs(onnx_path):
 
 def ort_matmul_flops(n=1024, threads=None):
     """FP32 MatMul rate of ONNX Runtime's MLAS on this machine (FLOP/s)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
     node = helper.make_node("MatMul", ["a", "b"], ["c"])
@@ -234,13 +234,12 @@ def summarize(timings, floors):
     for model, times in timings.items():
         rows[model] = collections.OrderedDict()
         for name, values in times.items():
-            a = np.asarray(values)
-            med = float(np.median(a))
+            st = summarize_latencies(values)
             rows[model][name] = collections.OrderedDict([
-                ("median_ms", round(med, 3)), ("mean_ms", round(float(a.mean()), 3)),
-                ("min_ms", round(float(a.min()), 3)), ("p90_ms", round(float(np.percentile(a, 90)), 3)),
-                ("cov", round(float(a.std() / a.mean()), 4)), ("n", int(a.size)),
-                ("floor_share", round(floors[model] / med, 4) if floors.get(model) else None),
+                ("median_ms", round(st.median, 3)), ("mean_ms", round(st.mean, 3)),
+                ("min_ms", round(st.min, 3)), ("p90_ms", round(st.p90, 3)),
+                ("cov", round(st.cov, 4)), ("n", st.count),
+                ("floor_share", round(floors[model] / st.median, 4) if floors.get(model) else None),
             ])
     return rows
 

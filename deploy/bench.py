@@ -17,6 +17,7 @@ Per backend:
 Python 3.6-compatible; runtimes are imported lazily.
 """
 import collections
+import importlib
 import inspect
 import logging
 import time
@@ -180,19 +181,27 @@ def compute_floor_ms(macs, batch, flops_per_s):
 # ------------------------------------------------------------------------------------------------
 # backend choice
 # ------------------------------------------------------------------------------------------------
-def _importable(module):
-    """None when ``module`` imports and is real, else why not."""
+_INSTALL_HINTS = {
+    "tensorrt": "on a Jetson TensorRT comes with JetPack (python3 -c 'import tensorrt'); elsewhere "
+                "run --backend onnxruntime",
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install openvino (optional), or use --backend onnxruntime",
+    "torch": "the torch backend runs on the host: pip install -r requirements.txt",
+}
+
+
+def _import_problem(backend):
+    """None when the backend's runtime imports (TensorRT: a real install, see trt_compat), else why not."""
     try:
-        imported = __import__(module)
-    except ImportError as exc:
+        if backend == "tensorrt":
+            from deploy.trt_compat import require_tensorrt
+            require_tensorrt()
+        else:
+            importlib.import_module(backend)
+    except (ImportError, BackendUnavailableError) as exc:
         return str(exc)
     except (OSError, RuntimeError) as exc:
         return "broken install: {}".format(exc)
-    if getattr(imported, "__path__", None) is not None and getattr(imported, "__file__", None) is None:
-        # A namespace package: e.g. tensorrt-stubs (type stubs only) makes `import tensorrt` succeed.
-        return "only an empty namespace package named {} (type stubs?) is installed".format(module)
-    if module == "tensorrt" and not hasattr(imported, "Logger"):
-        return "the tensorrt module has no Logger: not a TensorRT install"
     return None
 
 
@@ -201,27 +210,18 @@ def choose_backend(requested=None):
     if requested is not None and requested not in BACKENDS:
         raise UsageError("unknown backend {!r}".format(requested), hint="choose one of: {}".format(", ".join(BACKENDS)))
     if requested:
-        module = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "openvino": "openvino",
-                  "torch": "torch"}[requested]
-        problem = _importable(module)
+        problem = _import_problem(requested)
         if problem:
-            hints = {
-                "tensorrt": "on a Jetson TensorRT comes with JetPack (python3 -c 'import tensorrt'); elsewhere "
-                            "run --backend onnxruntime",
-                "onnxruntime": "pip install onnxruntime",
-                "openvino": "pip install openvino (optional), or use --backend onnxruntime",
-                "torch": "the torch backend runs on the host: pip install -r requirements.txt",
-            }
             raise BackendUnavailableError("backend {} is not installed ({})".format(requested, problem),
-                                          hint=hints[requested])
+                                          hint=_INSTALL_HINTS[requested])
         return BackendChoice(requested, False, None)
-    problem = _importable("tensorrt")
+    problem = _import_problem("tensorrt")
     if problem is None:
         return BackendChoice("tensorrt", False, None)
-    if _importable("onnxruntime") is not None:
+    if _import_problem("onnxruntime") is not None:
         raise BackendUnavailableError("neither TensorRT nor ONNX Runtime is installed",
                                       hint="on a Jetson use JetPack's TensorRT; elsewhere pip install onnxruntime")
-    return BackendChoice("onnxruntime", True, "TensorRT is not importable here ({}): ONNX Runtime on the CPU "
+    return BackendChoice("onnxruntime", True, "TensorRT is not importable here: {}; ONNX Runtime on the CPU "
                                               "is the fallback".format(problem))
 
 
@@ -380,7 +380,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
               optimized_model_dir=None, power=True, floor=True):
     """Benchmark every model; returns (results list, extras dict). Writes nothing."""
     from deploy.environment import physical_cores
-    from deploy.tegrastats import TegrastatsSampler, energy_per_inference_mj, tegrastats_available
+    from deploy.tegrastats import TegrastatsSampler, tegrastats_available
 
     backend = backend_choice.name
     precision = resolve_bench_precision(backend, protocol.precision, bundle, device)
@@ -416,7 +416,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
             finally:
                 runner.deactivate()
             results.append(_result(plan, backend, precision, protocol, timed, settings, flops, sampler,
-                                   t_start, t_end, energy_per_inference_mj))
+                                   t_start, t_end))
     finally:
         if sampler is not None:
             sampler.stop()
@@ -430,7 +430,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
     return results, extras
 
 
-def _result(plan, backend, precision, protocol, timed, settings, flops, sampler, t_start, t_end, energy_fn):
+def _result(plan, backend, precision, protocol, timed, settings, flops, sampler, t_start, t_end):
     summary = stats_mod.summarize(timed.latencies_ms, batch=protocol.batch)
     params, macs, macs_note, published = model_figures(plan.name, plan.record, protocol.size)
     r = collections.OrderedDict()
@@ -465,12 +465,13 @@ def _result(plan, backend, precision, protocol, timed, settings, flops, sampler,
         r["floor_share"] = round(floor / summary.median, 4)   # floor / median: 1.0 = at GEMM speed
     r["power"] = None
     if sampler is not None:
+        from deploy.tegrastats import energy_per_inference_mj
         ps = sampler.summary(t_start, t_end)
         if ps is not None:
             r["power"] = collections.OrderedDict([
                 ("rail", ps.rail), ("samples", ps.samples), ("average_w", round(ps.average_w, 3)),
                 ("min_w", round(ps.min_w, 3)), ("max_w", round(ps.max_w, 3)),
-                ("mj_per_inference", round(energy_fn(ps.average_w, timed.wall_s / protocol.iterations), 3)),
+                ("mj_per_inference", round(energy_per_inference_mj(ps.average_w, timed.wall_s / protocol.iterations), 3)),
             ])
     r["runner"] = settings
     r["latencies_ms"] = [round(float(v), 5) for v in timed.latencies_ms]

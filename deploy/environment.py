@@ -14,6 +14,8 @@ import platform
 import re
 import subprocess
 
+from deploy.versions import tool_versions
+
 LOG = logging.getLogger(__name__)
 
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -28,6 +30,8 @@ L4T_TO_JETPACK = {
     "35.6.0": "5.1.4", "35.6.1": "5.1.5",
     "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1",
 }
+
+RUNTIMES = ("numpy", "tensorrt", "onnxruntime", "torch", "openvino")
 
 # Power modes that run everything at full speed (nvpmodel -m 0 on these boards).
 MAX_POWER_MODE_IDS = (0,)
@@ -87,17 +91,8 @@ def parse_jetson_clocks_show(text):
         gpu = {"min": int(g.group(1)), "max": int(g.group(2)), "current": int(g.group(3))}
     if not cpus and gpu is None:
         return None
-    online = [c for c in cpus.values() if c["online"]]
-    cpu_locked = bool(online) and all(c["min"] == c["max"] for c in online)
-    gpu_locked = gpu is not None and gpu["min"] == gpu["max"]
     mode = re.search(r"NV Power Mode:\s*(\S+)", text)
-    out = collections.OrderedDict()
-    out["source"] = "jetson_clocks --show"
-    out["cpus"] = cpus
-    out["gpu"] = gpu
-    out["cpu_locked"] = cpu_locked
-    out["gpu_locked"] = gpu_locked
-    out["locked"] = cpu_locked and (gpu is None or gpu_locked)
+    out = _clock_state("jetson_clocks --show", cpus, gpu)
     out["power_mode"] = mode.group(1) if mode else None
     return out
 
@@ -121,10 +116,16 @@ def read_clocks_sysfs(root="/sys"):
             break
     if not cpus and gpu is None:
         return None
-    cpu_locked = all(c["min"] == c["max"] for c in cpus.values()) if cpus else False
+    return _clock_state("sysfs (cpufreq, devfreq)", cpus, gpu)
+
+
+def _clock_state(source, cpus, gpu):
+    """The clocks record: locked = every online CPU's (and the GPU's) minimum pinned to its maximum."""
+    online = [c for c in cpus.values() if c["online"]]
+    cpu_locked = bool(online) and all(c["min"] == c["max"] for c in online)
     gpu_locked = gpu is not None and gpu["min"] == gpu["max"]
     out = collections.OrderedDict()
-    out["source"] = "sysfs (cpufreq, devfreq)"
+    out["source"] = source
     out["cpus"] = cpus
     out["gpu"] = gpu
     out["cpu_locked"] = cpu_locked
@@ -136,11 +137,7 @@ def read_clocks_sysfs(root="/sys"):
 def physical_cores(cpuinfo_text=None):
     """Physical cores from /proc/cpuinfo (distinct (physical id, core id)); else os.cpu_count()."""
     if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo_text = handle.read()
-        except (IOError, OSError):
-            cpuinfo_text = ""
+        cpuinfo_text = _read_text("/proc/cpuinfo") or ""
     cores = set()
     physical = core = None
     for line in cpuinfo_text.splitlines() + [""]:
@@ -160,11 +157,7 @@ def physical_cores(cpuinfo_text=None):
 
 def cpu_model(cpuinfo_text=None):
     if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo_text = handle.read()
-        except (IOError, OSError):
-            return platform.processor() or platform.machine()
+        cpuinfo_text = _read_text("/proc/cpuinfo") or ""
     for key in ("model name", "Hardware", "Processor"):
         m = re.search(r"^{}\s*:\s*(.+)$".format(key), cpuinfo_text, re.MULTILINE)
         if m:
@@ -174,11 +167,7 @@ def cpu_model(cpuinfo_text=None):
 
 def cpu_flags(cpuinfo_text=None):
     if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo_text = handle.read()
-        except (IOError, OSError):
-            return []
+        cpuinfo_text = _read_text("/proc/cpuinfo") or ""
     m = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", cpuinfo_text, re.MULTILINE)
     wanted = ("avx512f", "avx512_vnni", "avx2", "fma", "avx", "asimd", "fphp", "asimdhp")
     have = set(m.group(1).split()) if m else set()
@@ -190,14 +179,7 @@ def cpu_flags(cpuinfo_text=None):
 # ------------------------------------------------------------------------------------------------
 def runtime_versions():
     """Versions of the runtimes that import here (None for those that do not)."""
-    out = collections.OrderedDict()
-    out["python"] = platform.python_version()
-    out["numpy"] = _module_version("numpy")
-    out["tensorrt"] = _module_version("tensorrt")
-    out["onnxruntime"] = _module_version("onnxruntime")
-    out["torch"] = _module_version("torch")
-    out["openvino"] = _module_version("openvino")
-    return out
+    return tool_versions(RUNTIMES)
 
 
 def jetson_info():
@@ -263,24 +245,6 @@ def environment_warnings(env):
 
 
 # ------------------------------------------------------------------------------------------------
-def _module_version(name):
-    try:
-        module = __import__(name)
-    except ImportError:
-        return None
-    except (OSError, RuntimeError) as exc:  # a broken native library
-        LOG.debug("importing %s failed: %s", name, exc)
-        return None
-    version = getattr(module, "__version__", None)
-    if version is None and name == "openvino":
-        try:
-            from openvino import get_version
-            version = get_version()
-        except ImportError:
-            version = None
-    return str(version) if version is not None else None
-
-
 def _read_text(path):
     try:
         with open(path, "r") as handle:

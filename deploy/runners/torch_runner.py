@@ -166,9 +166,8 @@ class TorchRunner(Runner):
     def prepare(self, feed):
         self._require_active()
         check_feed(self._input_meta, feed)
-        self._load(feed[self.input_name])
+        self._load(feed[self.input_name])   # on CUDA also fills the pinned _host_in that execute_timed copies
         if self.device == "cuda":
-            self._host_in.copy_(self._torch.from_numpy(feed[self.input_name]))
             self._torch.cuda.synchronize()
 
     def run_prepared(self):
