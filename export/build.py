@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from deploy.atomic import sha256_file
+from deploy.atomic import atomic_path, sha256_file
 from deploy.bundle import Bundle, onnx_relpath
 from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
@@ -226,11 +226,10 @@ def _user_source(spec: str, options: BuildOptions) -> _Source:
     code_hash = _source_file_hash(importlib.import_module(parse_spec(spec)[0]), type(model))
 
     def load():
-        from models.weights import RANDOM_NOTE, load_weights_into
+        from models.weights import load_weights_into, random_weights_record
 
-        if path:
-            return model, card, load_weights_into(model, path, model_name=name).to_manifest()
-        return model, card, {"source": "random", "sha256": None, "random": True, "note": RANDOM_NOTE}
+        record = load_weights_into(model, path, model_name=name) if path else random_weights_record(card.num_classes)
+        return model, card, record.to_manifest()
 
     return _Source(name=name, card=card, weights_path=path, weights_sha256=sha, code_hash=code_hash, load=load)
 
@@ -383,13 +382,6 @@ def _reusable(bundle: Bundle, name: str, key: str) -> dict[str, Any] | None:
         LOG.info("%s: cached ONNX not usable (%s); rebuilding", name, exc)
         return None
     return record
-
-
-def _make_readable(path: str) -> None:
-    """Temporary files are created 0600; a bundle file gets the usual 0644 (less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o644 & ~umask)
 
 
 def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, Any],
@@ -561,6 +553,8 @@ def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
     bundle.manifest["tool_versions"] = versions
     models = bundle.manifest.pop("models", None)
     bundle.manifest["models"] = models if models is not None else collections.OrderedDict()
+    if options.precision:
+        bundle.manifest["precision"] = options.precision
     results: list[ModelBuildResult] = []
     bar = None
     with contextlib.ExitStack() as stack:
@@ -572,8 +566,6 @@ def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
             bar = stack.enter_context(tqdm(total=len(sources), desc="build", unit="model", leave=False))
             stack.enter_context(logging_redirect_tqdm())
         _build_all(sources, options, bundle, versions, results, bar)
-    if options.precision and bundle.manifest.get("precision") != options.precision:
-        bundle.manifest["precision"] = options.precision
     bundle.save()
     return BuildResult(bundle=bundle, models=results)
 
@@ -594,13 +586,9 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             try:
                 record, onnx_file = _build_one(source, options, versions, key, work_dir)
                 # Only now, with every check passed, replace the bundle's file and its record together.
-                dest = bundle.path(record["onnx"]["path"])
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                _make_readable(onnx_file)
-                os.replace(onnx_file, dest)
+                with atomic_path(bundle.path(record["onnx"]["path"])) as tmp:
+                    os.replace(onnx_file, tmp)
                 bundle.set_model(source.name, record)
-                if options.precision:
-                    bundle.manifest["precision"] = options.precision
                 bundle.save()
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)

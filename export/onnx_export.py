@@ -46,6 +46,12 @@ class ExportRecord:
         }
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (exporter and checker messages run long), else its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def graph_io_shape(value_info) -> list[Any]:
     dims = []
     for dim in value_info.type.tensor_type.shape.dim:
@@ -61,8 +67,7 @@ def check_onnx_file(path: str, label: str = "ONNX model"):
         onnx.checker.check_model(str(path), full_check=True)
         return onnx.load(str(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{label} fails onnx.checker: {first}",
+        raise ExportError(f"{label} fails onnx.checker: {first_line(exc)}",
                           hint="this is a bug in the export of this model; run with -vv and report it") from exc
 
 
@@ -86,8 +91,8 @@ def export_onnx(model: nn.Module, path: str, *, input_shape=DEFAULT_INPUT_SHAPE,
                     do_constant_folding=True, export_params=True,
                 )
         except (RuntimeError, TypeError, ValueError, torch.onnx.errors.OnnxExporterError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"torch.onnx.export failed for {type(model).__name__} at opset {opset}: {first}",
+            raise ExportError(f"torch.onnx.export failed for {type(model).__name__} at opset {opset}: "
+                              f"{first_line(exc)}",
                               hint="the model uses an operation the exporter cannot write at this opset; "
                                    "run with -vv for the full trace") from exc
         onnx_model = check_onnx_file(tmp, label=f"exported {os.path.basename(path)}")

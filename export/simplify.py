@@ -34,7 +34,7 @@ def simplify_onnx(in_path: str, out_path: str) -> SimplifyRecord:
     import onnx
     import onnxsim
 
-    from export.onnx_export import check_onnx_file
+    from export.onnx_export import check_onnx_file, first_line
     from export.opset_check import main_opset, op_histogram
 
     model = onnx.load(str(in_path))
@@ -43,8 +43,7 @@ def simplify_onnx(in_path: str, out_path: str) -> SimplifyRecord:
     try:
         simplified, ok = onnxsim.simplify(model, check_n=0)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises bare RuntimeError/ValueError/its own types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"onnxsim failed on {in_path}: {first}",
+        raise ExportError(f"onnxsim failed on {in_path}: {first_line(exc)}",
                           hint="report the model; the unsimplified export is still valid for debugging") from exc
     if not ok:
         raise ExportError(f"onnxsim could not validate the simplified {in_path}",

@@ -17,6 +17,7 @@ Entry points:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -92,7 +93,8 @@ def register_model(card: ModelCard) -> Callable[[ModelFactory], ModelFactory]:
 
 def _ensure_loaded() -> None:
     # Importing the zoo modules runs their @register_model decorators.
-    from models import hardnet, torchvision_models  # noqa: F401
+    for module in ("models.hardnet", "models.torchvision_models"):
+        importlib.import_module(module)
 
 
 def list_models() -> list[str]:
