@@ -187,13 +187,11 @@ def _cmd_build(args):
     result = build_bundle(options, progress=not args.quiet)
     built = [m.name for m in result.models]
     if precision == "int8":
-        from calibration.stage import calibrate_bundle
+        from calibration.stage import calibrate_bundle, summary_lines
 
         calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images, count=args.calib_count,
-                         method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"),
-                         progress=not args.quiet)
-        from calibration.stage import summary_lines
-
+                                      method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"),
+                                      progress=not args.quiet)
         for line in summary_lines(calibrated):
             print(line)
     print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",

@@ -55,6 +55,8 @@ def main(argv=None):
 
     from calibration.stage import calibrate_bundle
     from deploy.bundle import Bundle
+    from deploy.environment import cpu_model
+    from deploy.report import format_markdown_table
     from deploy.targets import get_target
     from export.build import BuildOptions, build_bundle
 
@@ -83,27 +85,13 @@ def main(argv=None):
             mean = {k: statistics.mean(v) for k, v in times.items()}
             rows.append((name, med["fp32"], med["int8"], mean["fp32"], mean["int8"], med["fp32"] / med["int8"]))
     print("ONNX Runtime {} on {} ({} CPU cores seen), batch 1, {}x{}, {} iterations, threads {}".format(
-        ort.__version__, _cpu_name(), os.cpu_count(), args.size, args.size, args.iterations,
+        ort.__version__, cpu_model(), os.cpu_count(), args.size, args.size, args.iterations,
         args.threads or "default"))
-    print("| model | FP32 median ms | INT8 median ms | FP32 mean ms | INT8 mean ms | speed-up (median) |")
-    print("|---|---|---|---|---|---|")
-    for name, f_med, i_med, f_mean, i_mean, speedup in rows:
-        print("| {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.2f}x |".format(name, f_med, i_med, f_mean, i_mean, speedup))
+    print(format_markdown_table(
+        ["model", "FP32 median ms", "INT8 median ms", "FP32 mean ms", "INT8 mean ms", "speed-up (median)"],
+        [[name] + ["{:.1f}".format(v) for v in ms] + ["{:.2f}x".format(speedup)] for name, *ms, speedup in rows]))
     print("load average at the end: {}".format(", ".join("{:.2f}".format(v) for v in os.getloadavg())))
     return 0
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -100,9 +100,5 @@ def load_calibration_array(path: str, input_shape, model_name: str) -> np.ndarra
     except (ValueError, OSError) as exc:
         raise CalibrationError(f"calibration data {path} is not a readable .npy file ({exc})",
                                hint="delete it and re-run calibration") from None
-    check_calibration_shape(array.shape, array.dtype, input_shape, model_name, path)
+    check_calibration_batches(array.shape, array.dtype, input_shape, model_name, path)
     return array
-
-
-def check_calibration_shape(shape, dtype, input_shape, model_name: str, path: str = "calibration data") -> None:
-    check_calibration_batches(shape, dtype, input_shape, model_name, path)

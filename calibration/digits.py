@@ -312,7 +312,7 @@ def build_digits_bundle(checkpoint: str, out_dir: str, size: int, progress: bool
     return bundle, name
 
 
-def _onnx_logits(path: str, x: np.ndarray, input_name: str = "input") -> np.ndarray:
+def _onnx_logits(path: str, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.errors import CalibrationError
-from deploy.preprocess import list_image_files
+from deploy.preprocess import PICK_SEED, folder_label, list_image_files, pick_order
 
 LOG = logging.getLogger(__name__)
-
-PICK_SEED = 0  # the deterministic pick: the same folder always gives the same images
 
 # Photographs in skimage.data (files shipped inside the package, no download). Ordered: colour
 # photos first; grey ones are converted to RGB like any grey user image.
@@ -62,23 +60,10 @@ def find_images(folder: str) -> list[str]:
     return found
 
 
-def pick_order(paths: list[str], seed: int = PICK_SEED) -> list[str]:
-    """A deterministic shuffle of ``paths``: take the first N for N images spread over the folder."""
-    order = list(paths)
-    random.Random(seed).shuffle(order)
-    return order
-
-
 def folder_items(folder: str, labelled: bool = False) -> list[ImageItem]:
     """Every image of ``folder`` in pick order; ``labelled``: the label is the first sub-folder name."""
-    items = []
-    for path in pick_order(find_images(folder)):
-        label = None
-        if labelled:
-            rel = os.path.relpath(path, folder).split(os.sep)
-            label = rel[0] if len(rel) > 1 else None
-        items.append(ImageItem(path=path, label=label))
-    return items
+    return [ImageItem(path=path, label=folder_label(path, folder) if labelled else None)
+            for path in pick_order(find_images(folder))]
 
 
 def generic_photo_paths() -> list[str]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from deploy.atomic import atomic_path
 from deploy.errors import CalibrationError, ExportError, UsageError
+from deploy.preprocess import check_calibration_batches
 
 LOG = logging.getLogger(__name__)
 
@@ -116,10 +117,7 @@ def quantize_onnx(fp32_path: str, int8_path: str, array: np.ndarray, method: str
         raise ExportError(f"{fp32_path} has {len(inputs)} inputs; INT8 calibration takes models with one image input")
     name, shape = inputs[0].name, inputs[0].shape
     del session
-    from calibration.dataset import check_calibration_shape
-
-    check_calibration_shape(array.shape, array.dtype, [d if isinstance(d, int) else -1 for d in shape],
-                            os.path.basename(fp32_path), "calibration data")
+    check_calibration_batches(array.shape, array.dtype, shape, os.path.basename(fp32_path), "calibration data")
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
     count = len(array) - len(array) % batch
     if count < 1:

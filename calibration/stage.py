@@ -77,8 +77,7 @@ def calibrate_bundle(bundle: Bundle, names, *, images_dir: str | None = None, co
         LOG.warning("calibrating on %s", GENERIC_NOTE)
     summaries: list[dict] = []
     for name in names:
-        record = bundle.model(name)
-        _record_input_shape(record, name)
+        record = bundle.model(name)   # input shape checked above, before any work
         cfg = config_from_dict(record["preprocessing"])
         rel = calibration_relpath(name)
         started = time.perf_counter()

@@ -60,6 +60,7 @@ class ImageError(PipelineError):
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+PICK_SEED = 0  # the deterministic pick: the same folder always gives the same images
 
 
 def list_image_files(folder):
@@ -74,6 +75,23 @@ def list_image_files(folder):
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 found.append(os.path.join(root, name))
     return sorted(found)
+
+
+def pick_order(paths, seed=PICK_SEED):
+    """A deterministic shuffle of ``paths``: take the first N for N images spread over the folder."""
+    import random
+
+    order = list(paths)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def folder_label(path, folder):
+    """The class of an image in a labelled folder: its first sub-folder's name (None at the top level)."""
+    import os
+
+    parts = os.path.relpath(path, folder).split(os.sep)
+    return parts[0] if len(parts) > 1 else None
 
 
 def _pil_filter(name):

@@ -16,11 +16,11 @@ model zoo, tensorrt and onnxruntime are imported lazily.
 """
 import collections
 import contextlib
+import functools
 import glob
 import logging
 import os
 import platform
-import random
 import sys
 import time
 
@@ -28,12 +28,12 @@ import numpy as np
 
 from deploy.atomic import write_json, write_text
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
-from deploy.preprocess import ImageError, config_from_dict, list_image_files, preprocess_image, resize_side
+from deploy.preprocess import (ImageError, config_from_dict, folder_label, list_image_files, pick_order,
+                               preprocess_image, resize_side)
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_COUNT = 200
-PICK_SEED = 0
 GENERIC_SEED = 1  # another crop sequence than calibration's (seed 0)
 REPORT_JSON = "reports/verify.json"
 REPORT_MD = "reports/verify.md"
@@ -63,13 +63,7 @@ def folder_images(folder, count):
     if not paths:
         raise VerifyError("no JPEG/PNG images found in {}".format(folder),
                           hint="lay the images out as DIR/<class name>/*.png (or .jpg)")
-    random.Random(PICK_SEED).shuffle(paths)
-    out = []
-    for path in paths[:count]:
-        parts = os.path.relpath(path, folder).split(os.sep)
-        label = parts[0] if len(parts) > 1 else None
-        out.append(VerifyImage(path, label, _file_loader(path)))
-    return out
+    return [VerifyImage(path, folder_label(path, folder), _file_loader(path)) for path in pick_order(paths)[:count]]
 
 
 def _file_loader(path):
@@ -141,12 +135,9 @@ def onnx_stages(bundle, record, threads=None):
         if key == "int8_onnx":
             label += " (QDQ, {} calibration{})".format(
                 entry.get("calib_method", "?"), ", generic data" if entry.get("generic_calibration") else "")
-        stages.append(Stage(stage_name, precision, label, entry["path"], _ort_opener(OnnxRuntimeRunner, path, threads)))
+        stages.append(Stage(stage_name, precision, label, entry["path"],
+                            functools.partial(OnnxRuntimeRunner, path, threads=threads)))
     return stages, notes
-
-
-def _ort_opener(cls, path, threads):
-    return lambda: cls(path, threads=threads)
 
 
 def tensorrt_stages(bundle, name):
@@ -172,12 +163,8 @@ def tensorrt_stages(bundle, name):
                 notes.append("tensorrt-{} skipped: {}".format(precision, exc.one_line()))
             continue
         stages.append(Stage("tensorrt-" + precision, precision, "tensorrt", rel,
-                            _trt_opener(TensorRTRunner, bundle.path(rel))))
+                            functools.partial(TensorRTRunner, bundle.path(rel))))
     return stages, notes
-
-
-def _trt_opener(cls, path):
-    return lambda: cls(path)
 
 
 # ------------------------------------------------------------------------------------------------
