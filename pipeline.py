@@ -355,22 +355,26 @@ def _add_verify(sub):
     p.set_defaults(func=_cmd_verify)
 
 
-def _default_bundle_dir():
-    """The only bundle under build/, else a UsageError naming the choices."""
-    found = sorted(os.path.join("build", d) for d in (os.listdir("build") if os.path.isdir("build") else [])
-                   if os.path.isfile(os.path.join("build", d, "manifest.json")))
+def _bundles_under_build():
+    """The bundle folders directly under build/ (those with a manifest)."""
+    names = os.listdir("build") if os.path.isdir("build") else []
+    return sorted(os.path.join("build", d) for d in names if os.path.isfile(os.path.join("build", d, "manifest.json")))
+
+
+def _only_bundle(command, found, no_bundle_hint="build one first"):
+    """The one bundle in ``found``, else a UsageError naming the choices."""
     if len(found) == 1:
         return found[0]
     raise UsageError("{} bundles under build/: name one".format("no" if not found else len(found)),
-                     hint="python pipeline.py verify BUNDLE{}".format(
-                         " (one of: {})".format(", ".join(found)) if found else "; build one first"))
+                     hint="python pipeline.py {} BUNDLE{}".format(
+                         command, " (one of: {})".format(", ".join(found)) if found else "; " + no_bundle_hint))
 
 
 def _cmd_verify(args):
     from deploy.bundle import Bundle
     from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
 
-    bundle = Bundle.open(args.bundle or _default_bundle_dir())
+    bundle = Bundle.open(args.bundle or _only_bundle("verify", _bundles_under_build()))
     report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
                            threads=args.threads, progress=not args.quiet)
     print(text_report(report))
@@ -413,20 +417,14 @@ def _add_bench(sub):
 
 
 def _bench_bundle_dir(args):
-    """The bundle folder for bench: given, else the only bundle under build/."""
+    """The bundle folder for bench: given, else the only bundle under build/ (none needed for torch --models)."""
     if args.bundle:
         return args.bundle
-    found = sorted(os.path.join("build", d) for d in (os.listdir("build") if os.path.isdir("build") else [])
-                   if os.path.isfile(os.path.join("build", d, "manifest.json")))
-    if len(found) == 1:
-        return found[0]
+    found = _bundles_under_build()
     if not found and args.backend == "torch" and args.models:
         return None
-    raise UsageError("{} bundles under build/: name one".format("no" if not found else len(found)),
-                     hint="python pipeline.py bench BUNDLE{}".format(
-                         " (one of: {})".format(", ".join(found)) if found else
-                         "; build one first (python pipeline.py build), or time PyTorch models without a bundle: "
-                         "--backend torch --models resnet50,hardnet68"))
+    return _only_bundle("bench", found, "build one first (python pipeline.py build), or time PyTorch models "
+                                        "without a bundle: --backend torch --models resnet50,hardnet68")
 
 
 def _cmd_bench(args):

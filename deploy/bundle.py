@@ -78,6 +78,15 @@ class Bundle(object):
         return cls(root, manifest)
 
     @classmethod
+    def new(cls, root, target):
+        """A new, unsaved bundle for ``target`` (a profile dict) with no models."""
+        manifest = collections.OrderedDict()
+        manifest["schema_version"] = SCHEMA_VERSION
+        manifest["target"] = target
+        manifest["models"] = collections.OrderedDict()
+        return cls(root, manifest)
+
+    @classmethod
     def open_or_new(cls, root, target):
         """Open an existing bundle for ``target`` or start a new, unsaved one."""
         if os.path.isfile(os.path.join(str(root), MANIFEST_NAME)):
@@ -85,11 +94,7 @@ class Bundle(object):
             bundle.check_target(target["name"])
             bundle.manifest["target"] = target
             return bundle
-        manifest = collections.OrderedDict()
-        manifest["schema_version"] = SCHEMA_VERSION
-        manifest["target"] = target
-        manifest["models"] = collections.OrderedDict()
-        return cls(root, manifest)
+        return cls.new(root, target)
 
     # -- access -------------------------------------------------------------------------------
     @property

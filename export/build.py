@@ -518,10 +518,7 @@ def _open_bundle(options: BuildOptions) -> Bundle:
             raise BundleError(str(exc), hint=f"pass --force to start a new manifest in {options.out_dir}, "
                                               "or choose another --out") from None
         LOG.warning("%s (%s): starting a new manifest because of --force", exc, manifest)
-        from deploy.bundle import SCHEMA_VERSION
-
-        return Bundle(options.out_dir, collections.OrderedDict(
-            [("schema_version", SCHEMA_VERSION), ("target", target), ("models", collections.OrderedDict())]))
+        return Bundle.new(options.out_dir, target)
 
 
 @contextlib.contextmanager

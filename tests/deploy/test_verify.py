@@ -157,3 +157,11 @@ def test_label_index():
     assert label_index("cat", ["dog", "cat"], 2) == 1
     assert label_index("cat", None, 2) is None
     assert label_index(None, None, 10) is None
+
+
+def test_cli_count_default_is_the_library_default():
+    # pipeline.py cannot import deploy.verify (numpy) just to build its parser, so the figure is written twice.
+    import pipeline
+    from deploy.verify import DEFAULT_COUNT
+
+    assert pipeline.make_parser().parse_args(["verify"]).count == DEFAULT_COUNT
