@@ -158,11 +158,12 @@ def _level_variant(level, spinning=True):
     return make
 
 
-def _runner_variant(io_binding=True, cached=True, spinning=True, pad=True):
+def _runner_variant(io_binding=True, cached=True, spinning=True, pad=True, split=True):
     def make(path, x, threads, cache):
         from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
         runner = OnnxRuntimeRunner(path, threads=threads, optimized_model_dir=cache if cached else None,
-                                   io_binding=io_binding, spinning=spinning, pad_channels=pad)
+                                   io_binding=io_binding, spinning=spinning, pad_channels=pad,
+                                   split_concats=split)
         runner.activate()
         name = list(runner.input_metadata())[0]
         runner.prepare({name: x})
@@ -185,9 +186,10 @@ VARIANTS = collections.OrderedDict([
     ("ort-extended", _level_variant("ORT_ENABLE_EXTENDED")),
     ("ort-all", _level_variant("ORT_ENABLE_ALL")),
     ("ort-all-nospin", _level_variant("ORT_ENABLE_ALL", spinning=False)),
-    ("ort-pad", _runner_variant(io_binding=False, cached=False)),
-    ("ort-pad-iob", _runner_variant(cached=False)),
-    ("ort-tuned-nopad", _runner_variant(pad=False)),
+    ("ort-pad", _runner_variant(io_binding=False, cached=False, split=False)),
+    ("ort-pad-split", _runner_variant(io_binding=False, cached=False)),
+    ("ort-pad-split-iob", _runner_variant(cached=False)),
+    ("ort-tuned-norewrite", _runner_variant(pad=False, split=False)),
     ("ort-tuned", _runner_variant()),
     ("openvino", variant_openvino),
 ])
@@ -195,12 +197,19 @@ TUNED, REFERENCE = "ort-tuned", "openvino"
 
 
 # ------------------------------------------------------------------------------------------------
+def input_shape(onnx_path):
+    """The model's (static) input shape; a dynamic batch dimension counts as 1."""
+    import onnx
+    dims = onnx.load(onnx_path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims)
+
+
 def run(models, variants, iterations, rounds, warmup, threads, cache, pause_s=0.2):
-    x = make_input((1, 3, 320, 320), 0)
     timings = collections.OrderedDict()
     described = collections.OrderedDict()
     skipped = collections.OrderedDict()
     for model, path in models.items():
+        x = make_input(input_shape(path), 0)
         steps = collections.OrderedDict()
         for name in variants:
             try:
@@ -264,7 +273,8 @@ def tables(rows, floors, variants):
     # what each step moved, averaged over models (median ratios)
     steps = [("ort-basic", "ort-plain"), ("ort-extended", "ort-basic"), ("ort-all", "ort-extended"),
              ("ort-all", "ort-plain"), ("ort-all-nospin", "ort-all"), ("ort-pad", "ort-all"),
-             ("ort-pad-iob", "ort-pad"), ("ort-tuned", "ort-pad-iob"), ("ort-tuned", "ort-tuned-nopad"),
+             ("ort-pad-split", "ort-pad"), ("ort-pad-split-iob", "ort-pad-split"),
+             ("ort-tuned", "ort-pad-split-iob"), ("ort-tuned", "ort-tuned-norewrite"),
              ("ort-tuned", "ort-plain"), ("openvino", "ort-plain")]
     moved = []
     for new, old in steps:
@@ -286,10 +296,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " +
                         ", ".join(VARIANTS))
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds between blocks (default 0.2)")
     parser.add_argument("--out", default=None, help="report folder (default BUNDLE/reports or build/cpu_fallback)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
 
+    if args.iterations < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--iterations and --rounds must be at least 1 and --warmup at least 0")
     names = [n for n in args.models.split(",") if n] if args.models else None
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -319,7 +332,7 @@ def main(argv=None):
     LOG.info("matmul GFLOP/s: %s", {k: round(v / 1e9, 1) for k, v in rates.items()})
 
     timings, described, skipped = run(models, variants, args.iterations, args.rounds, args.warmup, args.threads,
-                                      cache)
+                                      cache, pause_s=args.pause)
     load_after = list(os.getloadavg())
     rows = summarize(timings, floors)
     (h1, b1), (h2, b2), ok = tables(rows, floors, variants)
@@ -327,7 +340,9 @@ def main(argv=None):
     report = collections.OrderedDict([
         ("environment", env),
         ("protocol", collections.OrderedDict([
-            ("models_from", source), ("input", "1x3x320x320 seeded standard normal, fp32"),
+            ("models_from", source),
+            ("input", {m: "x".join(str(d) for d in input_shape(p)) + " seeded standard normal, fp32"
+                       for m, p in models.items()}),
             ("iterations_per_variant", args.iterations), ("rounds", args.rounds), ("warmup", args.warmup),
             ("threads", args.threads or physical_cores()),
             ("matmul_gflops", {k: round(v / 1e9, 2) for k, v in rates.items()}),

@@ -3,11 +3,17 @@
 
     python bench/int8_speed.py                                  # hardnet39ds and mobilenetv2, 320x320
     python bench/int8_speed.py --models mobilenetv2 --iterations 200 --threads 2
+    python bench/int8_speed.py --profile                        # also: where the time goes, per kind of layer
 
 Per model: build a cpu bundle in a temporary folder (random weights: latency does not depend on
 them), calibrate on --calib-count generic images (MinMax) to get models/<name>.int8.onnx, then time
 batch-1 inference of both ONNX models in ONNX Runtime (warm-up first; median and mean of
 --iterations runs, alternating FP32/INT8 rounds so a busy machine hurts both alike).
+
+--profile adds ONNX Runtime's own per-node profile of both models (separate sessions, after the
+timing), summed per kind of layer: pointwise (1x1) convolutions, depthwise convolutions, the
+other convolutions (the 3-channel stem), and everything else. Profiling adds overhead of its own,
+so compare the kinds with each other, not with the timed medians.
 """
 import argparse
 import logging
@@ -31,6 +37,50 @@ def session(path, threads):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def layer_kind(node, shapes):
+    """'pointwise' | 'depthwise' | 'other conv' | 'other' for a node of an ONNX Runtime-optimised graph."""
+    if node.op_type not in ("Conv", "QLinearConv", "FusedConv"):
+        return "other"
+    weight = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1])
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    if weight is None or len(weight) != 4:
+        return "other conv"
+    if group > 1 and weight[1] == 1:
+        return "depthwise"
+    return "pointwise" if tuple(weight[2:]) == (1, 1) else "other conv"
+
+
+def profile_kinds(path, feed, threads, runs):
+    """Mean ms per inference spent in each layer kind, from ONNX Runtime's profiler."""
+    import collections
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="int8-profile.") as scratch:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(scratch, "profile")
+        options.optimized_model_filepath = os.path.join(scratch, "optimised.onnx")
+        options.log_severity_level = 3
+        sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            sess.run(None, feed)
+        with open(sess.end_profiling()) as handle:
+            events = json.load(handle)
+        graph = onnx.load(options.optimized_model_filepath).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    kinds = {n.name: layer_kind(n, shapes) for n in graph.node}
+    total = collections.OrderedDict((k, 0.0) for k in ("pointwise", "depthwise", "other conv", "other"))
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            total[kinds.get(event["name"][:-len("_kernel_time")], "other")] += event["dur"] / 1000.0
+    return collections.OrderedDict((k, v / runs) for k, v in total.items())
+
+
 def time_round(sess, feed, n):
     out = []
     for _ in range(n):
@@ -48,7 +98,10 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--calib-count", type=int, default=50)
+    p.add_argument("--profile", action="store_true", help="also profile both models per kind of layer")
     args = p.parse_args(argv)
+    if args.iterations < 1 or args.warmup < 0 or args.calib_count < 1:
+        p.error("--iterations and --calib-count must be at least 1 and --warmup at least 0")
     logging.basicConfig(level=logging.WARNING)
 
     import onnxruntime as ort
@@ -61,7 +114,7 @@ def main(argv=None):
     from export.build import BuildOptions, build_bundle
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    rows = []
+    rows, profiles = [], {}
     with tempfile.TemporaryDirectory(prefix="int8-bench.") as scratch:
         out = os.path.join(scratch, "bundle")
         build_bundle(BuildOptions(target=get_target("cpu"), out_dir=out, models=tuple(names), size=args.size),
@@ -84,12 +137,26 @@ def main(argv=None):
             med = {k: statistics.median(v) for k, v in times.items()}
             mean = {k: statistics.mean(v) for k, v in times.items()}
             rows.append((name, med["fp32"], med["int8"], mean["fp32"], mean["int8"], med["fp32"] / med["int8"]))
+            if args.profile:
+                del fp32, int8   # no idle thread pools beside the profiled session
+                profiles[name] = {precision: profile_kinds(bundle.path(record[key]["path"]), feed, args.threads,
+                                                           max(10, args.iterations // 4))
+                                  for precision, key in (("fp32", "onnx"), ("int8", "int8_onnx"))}
     print("ONNX Runtime {} on {} ({} CPU cores seen), batch 1, {}x{}, {} iterations, threads {}".format(
         ort.__version__, cpu_model(), os.cpu_count(), args.size, args.size, args.iterations,
         args.threads or "default"))
     print(format_markdown_table(
         ["model", "FP32 median ms", "INT8 median ms", "FP32 mean ms", "INT8 mean ms", "speed-up (median)"],
         [[name] + ["{:.1f}".format(v) for v in ms] + ["{:.2f}x".format(speedup)] for name, *ms, speedup in rows]))
+    if profiles:
+        print("\nONNX Runtime profile, mean ms per inference by kind of layer (profiling overhead included):")
+        table = []
+        for name, by_precision in profiles.items():
+            for kind in by_precision["fp32"]:
+                f, q = by_precision["fp32"][kind], by_precision["int8"][kind]
+                table.append([name, kind, "{:.2f}".format(f), "{:.2f}".format(q),
+                              "{:.2f}x".format(f / q) if q > 0 else "-"])
+        print(format_markdown_table(["model", "layers", "FP32 ms", "INT8 ms", "INT8 speed-up"], table))
     print("load average at the end: {}".format(", ".join("{:.2f}".format(v) for v in os.getloadavg())))
     return 0
 

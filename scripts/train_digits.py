@@ -3,7 +3,7 @@
 
     python scripts/train_digits.py                          # hardnet39ds and mobilenetv2, 64x64
     python scripts/train_digits.py --model mobilenetv2 --no-eval
-    python scripts/train_digits.py --markdown docs/readme/int8-digits-table.md
+    python scripts/train_digits.py --markdown build/digits-table.md
 
 Per model: train with 10 classes until held-out accuracy >= 95% (cached: a checkpoint trained with
 the same settings is reused), save <cache>/<model>.pt and its sidecar <model>.pt.card.json (the
@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="input side (default 64)")
     p.add_argument("--epochs", type=int, default=12, help="most epochs (stops at >= 95%% after --min-epochs)")
     p.add_argument("--min-epochs", type=int, default=4)
+    p.add_argument("--train-limit", type=int, default=None, metavar="N",
+                   help="train on the first N training digits only (quick trials; default all 1437)")
     p.add_argument("--cache", default=".cache/digits", help="checkpoint and image folder (default .cache/digits)")
     p.add_argument("--out", default="build", help="bundles go to OUT/digits-<model> (default build)")
     p.add_argument("--methods", default="minmax,entropy,percentile", help="INT8 calibration methods")
@@ -73,9 +75,12 @@ def main(argv=None):
     print("held-out digits ({}) as image folders: {}".format(len(split.heldout_labels), heldout))
     sections = []
     try:
+        from calibration.quantize import check_method
+        for method in methods:   # before any training: a typo should not cost minutes
+            check_method(method)
         for name in models:
             settings = digits.TrainSettings(model=name, size=args.size, epochs=args.epochs,
-                                            min_epochs=args.min_epochs)
+                                            min_epochs=args.min_epochs, train_limit=args.train_limit)
             checkpoint = os.path.join(args.cache, "{}.pt".format(name))
             if args.retrain and os.path.exists(checkpoint):
                 os.unlink(checkpoint)

@@ -1,6 +1,6 @@
 """ONNX Runtime runner on the CPU: the fallback wherever TensorRT is absent. Tuned for latency.
 
-What it does, and why (numbers in docs/readme/bench.md, from bench/cpu_fallback.py):
+What it does, and why (numbers in the README, "The CPU fallback", from bench/cpu_fallback.py):
   * graph optimisation ORT_ENABLE_ALL: besides the fusions of BASIC/EXTENDED this turns on the
     NCHWc layout transformer on x86 (convolutions in blocked channel layout, MLAS kernels); it
     is the one setting that moves latency by tens of percent. EXTENDED alone is no faster than
@@ -17,6 +17,9 @@ What it does, and why (numbers in docs/readme/bench.md, from bench/cpu_fallback.
   * convolution channels padded to the NCHWc block (deploy/runners/ort_channel_pad.py) so that
     HarDNet, whose growth rates leave most channel counts unaligned, runs entirely in the blocked
     layout instead of switching layout around every Concat; exact (zero padding), x86 only.
+  * each "Concat -> 1x1 Conv" rewritten as partial convolutions summed into one buffer
+    (deploy/runners/ort_concat_split.py): the Concat copies disappear; exact up to summation
+    order; with the padding, on x86 only.
   * inputs and outputs are pre-bound for the timed loop (``prepare``/``run_prepared``): the
     input array is wrapped once, the output is written into a buffer allocated once.
 
@@ -65,6 +68,18 @@ def default_threads():
     return physical_cores()
 
 
+def _loads(ort, model_bytes):
+    """Whether ONNX Runtime accepts the model (no optimisation: only a kernel/schema check)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime's own exception types; any failure means "not this graph"
+        return False
+    return True
+
+
 def _level(ort, name):
     levels = {
         "disable": "ORT_DISABLE_ALL",
@@ -83,22 +98,22 @@ def _level(ort, name):
     return getattr(ort.GraphOptimizationLevel, attr)
 
 
-def optimized_model_name(model_path, ort_version, padded=False):
-    """Cache file name: <stem>.ort<version>.<cpu hash>.<onnx hash>[.pad].opt.onnx."""
+def optimized_model_name(model_path, ort_version, padded=False, split=False):
+    """Cache file name: <stem>.ort<version>.<cpu hash>.<onnx hash>[.pad][.split].opt.onnx."""
     from deploy.environment import cpu_flags, cpu_model
     cpu = hashlib.sha256("{}|{}".format(cpu_model(), ",".join(cpu_flags())).encode("utf-8")).hexdigest()[:8]
     stem = os.path.basename(str(model_path))
     if stem.endswith(".onnx"):
         stem = stem[:-5]
-    return "{}.ort{}.{}.{}{}.opt.onnx".format(stem, ort_version, cpu, sha256_file(model_path)[:12],
-                                              ".pad" if padded else "")
+    return "{}.ort{}.{}.{}{}{}.opt.onnx".format(stem, ort_version, cpu, sha256_file(model_path)[:12],
+                                                ".pad" if padded else "", ".split" if split else "")
 
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, model_path, threads=None, optimization="all", spinning=True, optimized_model_dir=None,
-                 io_binding=True, pad_channels=True):
+                 io_binding=True, pad_channels=True, split_concats=True):
         super(OnnxRuntimeRunner, self).__init__()
         self.model_path = str(model_path)
         self.threads = int(threads) if threads else None
@@ -107,6 +122,7 @@ class OnnxRuntimeRunner(Runner):
         self.optimized_model_dir = optimized_model_dir
         self.io_binding = bool(io_binding)
         self.pad_channels = bool(pad_channels)
+        self.split_concats = bool(split_concats)
         self.session = None
         self.loaded_from = None  # the file the session was made from (the cached optimised model or the ONNX)
         self._output_names = None
@@ -126,6 +142,7 @@ class OnnxRuntimeRunner(Runner):
             "spinning": self.spinning,
             "io_binding": self.io_binding,
             "channel_padding": self.pad_channels,
+            "concat_split": self.split_concats,
             "optimized_model": self.loaded_from if self.loaded_from != self.model_path else None,
         }
 
@@ -151,11 +168,11 @@ class OnnxRuntimeRunner(Runner):
         cached = None
         if self.optimized_model_dir and full:
             cached = os.path.join(str(self.optimized_model_dir), optimized_model_name(
-                self.model_path, ort.__version__, padded=self.pad_channels))
+                self.model_path, ort.__version__, padded=self.pad_channels, split=self.split_concats))
         if cached and os.path.isfile(cached):
             source, level = cached, _level(ort, "disable")
         else:
-            model = self._padded_model(ort) if (full and self.pad_channels) else None
+            model = self._rewritten_model(ort) if (full and (self.pad_channels or self.split_concats)) else None
             if model is not None:
                 source = model
             if cached:
@@ -166,7 +183,7 @@ class OnnxRuntimeRunner(Runner):
                     self._session(ort, source, options, providers)
                 source, level = cached, _level(ort, "disable")
         self.session = self._session(ort, source, self._options(ort, level), providers)
-        self.loaded_from = source if isinstance(source, str) else "{} (channel-padded in memory)".format(
+        self.loaded_from = source if isinstance(source, str) else "{} (rewritten for NCHWc in memory)".format(
             self.model_path)
         self._output_names = [o.name for o in self.session.get_outputs()]
 
@@ -178,31 +195,44 @@ class OnnxRuntimeRunner(Runner):
                                 hint="check the file (python -c \"import onnx; onnx.checker.check_model('{}')\") "
                                      "or rebuild the bundle".format(self.model_path))
 
-    def _padded_model(self, ort):
-        """The BASIC-optimised graph with channels padded to the NCHWc block, as bytes; None if not useful."""
+    def _rewritten_model(self, ort):
+        """The BASIC-optimised graph with channels padded to the NCHWc block and/or its Concats split,
+        as bytes; None when neither applies (no NCHWc on this CPU, nothing to do, onnx missing)."""
         from deploy.runners.ort_channel_pad import nchwc_block_size, pad_channels
+        from deploy.runners.ort_concat_split import fuse_sum_activations, split_concat_convs
         block = nchwc_block_size()
         if block <= 1:
             return None
         try:
             import onnx
         except ImportError:
-            LOG.info("onnx is not installed: running %s without channel padding", self.model_path)
+            LOG.info("onnx is not installed: running %s without the NCHWc rewrites", self.model_path)
             return None
+        name = os.path.basename(self.model_path)
         folder = tempfile.mkdtemp(prefix="ort-pad-")
         try:
             basic = os.path.join(folder, "basic.onnx")
             options = self._options(ort, _level(ort, "basic"))
             options.optimized_model_filepath = basic
             self._session(ort, self.model_path, options, ["CPUExecutionProvider"])
-            padded = pad_channels(onnx.load(basic), block)
+            model = onnx.load(basic)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        if padded is None:
-            return None
-        LOG.info("%s: convolution channels padded to multiples of %d for the NCHWc layout",
-                 os.path.basename(self.model_path), block)
-        return padded.SerializeToString()
+        padded = pad_channels(model, block) if self.pad_channels else None
+        if padded is not None:
+            LOG.info("%s: convolution channels padded to multiples of %d for the NCHWc layout", name, block)
+        result = padded
+        if self.split_concats:
+            split = split_concat_convs(padded if padded is not None else model)
+            if split is not None:
+                fused = fuse_sum_activations(split)
+                if _loads(ort, split.SerializeToString()):
+                    LOG.info("%s: Concat -> 1x1 Conv rewritten as partial convolutions (%d with fused activation)",
+                             name, fused)
+                    result = split
+                else:  # an ONNX Runtime build without the contrib FusedConv: keep the padded graph
+                    LOG.warning("%s: this ONNX Runtime cannot load the split graph; using it without", name)
+        return None if result is None else result.SerializeToString()
 
     def deactivate_impl(self):
         self.session = None

@@ -63,7 +63,7 @@ def test_runner_matches_plain_onnxruntime_and_caches_the_optimised_graph(tiny, t
         np.testing.assert_allclose(runner.infer({"input": x})["logits"], want, rtol=1e-5, atol=1e-5)
         first = runner.loaded_from
     assert first.startswith(cache) and os.path.isfile(first)
-    assert os.path.basename(first) == optimized_model_name(tiny, ort.__version__, padded=True)
+    assert os.path.basename(first) == optimized_model_name(tiny, ort.__version__, padded=True, split=True)
     assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]   # the atomic write left no temp file
     mtime = os.path.getmtime(first)
     with OnnxRuntimeRunner(tiny, threads=1, optimized_model_dir=cache) as runner:   # reused, not rewritten

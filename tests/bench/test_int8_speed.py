@@ -1,0 +1,48 @@
+"""bench/int8_speed.py end to end at 32x32: real build, calibration, quantization and timing, a few
+iterations (the speed goal itself is not checked here)."""
+import re
+
+import pytest
+
+from tests.bench.helpers import number
+
+pytest.importorskip("torch", reason="torch not installed: the benchmarks build the models from PyTorch")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the benchmarks time it")
+onnx = pytest.importorskip("onnx", reason="onnx not installed")
+
+
+def test_int8_speed_times_and_profiles_both_precisions(project_script, capsys):
+    int8_speed = project_script("bench/int8_speed.py")
+    assert int8_speed.main(["--models", "mobilenetv2", "--size", "32", "--iterations", "4", "--warmup", "1",
+                            "--calib-count", "2", "--threads", "1", "--profile"]) == 0
+    out = capsys.readouterr().out
+    fp32, int8, speedup = (float(v) for v in re.search(
+        r"\| mobilenetv2 \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| ([\d.]+)x \|", out).groups())
+    assert fp32 > 0 and int8 > 0 and abs(speedup - fp32 / int8) < 0.1 * speedup + 0.06   # rounded to 0.1 ms
+    for kind in ("pointwise", "depthwise"):   # MobileNetV2 has both, at both precisions
+        assert number(out, r"\| mobilenetv2 \| {} \| ([\d.]+) \|".format(kind)) > 0
+        assert number(out, r"\| mobilenetv2 \| {} \| [\d.]+ \| ([\d.]+) \|".format(kind)) > 0
+
+
+def _nodes():
+    from onnx import helper
+    shapes = {"pw": [16, 8, 1, 1], "dw": [8, 1, 3, 3], "stem": [8, 3, 3, 3], "qw": [16, 8, 1, 1]}
+    conv = helper.make_node("Conv", ["x", "pw"], ["y"])
+    depthwise = helper.make_node("Conv", ["x", "dw"], ["y"], group=8)
+    stem = helper.make_node("Conv", ["x", "stem"], ["y"])
+    quantized = helper.make_node("QLinearConv", ["x", "s", "z", "qw", "ws", "wz", "ys", "yz"], ["y"])
+    add = helper.make_node("Add", ["a", "b"], ["c"])
+    return conv, depthwise, stem, quantized, add, shapes
+
+
+def test_layer_kind_names_each_kind(project_script):
+    layer_kind = project_script("bench/int8_speed.py").layer_kind
+    conv, depthwise, stem, quantized, add, shapes = _nodes()
+    assert [layer_kind(n, shapes) for n in (conv, depthwise, stem, quantized, add)] == [
+        "pointwise", "depthwise", "other conv", "pointwise", "other"]
+
+
+def test_int8_speed_refuses_bad_arguments(project_script):
+    with pytest.raises(SystemExit) as exc:
+        project_script("bench/int8_speed.py").main(["--iterations", "0"])
+    assert exc.value.code == 2
