@@ -167,14 +167,15 @@ def _build_summary_rows(result):
 
 def _cmd_build(args):
     from deploy.targets import get_target, resolve_precision
-    from deploy.bundle import default_bundle_dir
+    from deploy.bundle import default_bundle_dir, writer_lock
     from deploy.report import format_table
 
     target = get_target(args.target)
     precision = resolve_precision(target, args.precision or target.default_precision)
     if args.calib_count < 1:
         raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
-    from export.build import BuildOptions, build_bundle, parse_weights_args, read_preprocess_override
+    from export.build import (BuildOptions, build_bundle, parse_weights_args, read_preprocess_override,
+                              remove_leftovers)
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
@@ -184,16 +185,18 @@ def _cmd_build(args):
         num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
         force=args.force, precision=precision,
         preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None)
-    result = build_bundle(options, progress=not args.quiet)
-    built = [m.name for m in result.models]
-    if precision == "int8":
-        from calibration.stage import calibrate_bundle, summary_lines
+    with writer_lock(out_dir, "pipeline.py build"):
+        remove_leftovers(out_dir)
+        result = build_bundle(options, progress=not args.quiet)
+        built = [m.name for m in result.models]
+        if precision == "int8":
+            from calibration.stage import calibrate_bundle, summary_lines
 
-        calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images, count=args.calib_count,
-                                      method=args.calib_method, make_int8_onnx=(target.backend == "onnxruntime"),
-                                      progress=not args.quiet)
-        for line in summary_lines(calibrated):
-            print(line)
+            calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images,
+                                          count=args.calib_count, method=args.calib_method,
+                                          make_int8_onnx=(target.backend == "onnxruntime"), progress=not args.quiet)
+            for line in summary_lines(calibrated):
+                print(line)
     print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
                         "weights", "stage"], _build_summary_rows(result)))
     random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]
@@ -324,10 +327,12 @@ def _cmd_engines(args):
 
         precision = get_target(Bundle.open(args.bundle).target_name).default_precision
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
-    results, summary = build_engines(
-        args.bundle, precision, workspace_mib=args.workspace, calibrator=args.calibrator, force=args.force,
-        names=names, target_name=args.target, calib_batch=args.calib_batch, max_batch=args.max_batch,
-        keep_verbose=args.verbose > 0)
+    from deploy.bundle import writer_lock
+    with writer_lock(args.bundle, "pipeline.py engines", create=False):
+        results, summary = build_engines(
+            args.bundle, precision, workspace_mib=args.workspace, calibrator=args.calibrator, force=args.force,
+            names=names, target_name=args.target, calib_batch=args.calib_batch, max_batch=args.max_batch,
+            keep_verbose=args.verbose > 0)
     _print_engine_results(results, summary)
     return EXIT_OK
 
@@ -411,6 +416,9 @@ def _add_bench(sub):
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="torch backend only (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--no-spin", action="store_true",
+                   help="onnxruntime: park idle worker threads instead of spinning (for a machine shared with "
+                        "other work; spinning, the default, is faster on an idle one)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default BUNDLE/reports)")
     p.add_argument("--no-png", action="store_true", help="skip bench.png")
     p.set_defaults(func=_cmd_bench)
@@ -434,7 +442,7 @@ def _cmd_bench(args):
     from deploy.environment import collect_environment
 
     protocol = bench.make_protocol(args.iterations, args.warmup, args.size, args.batch, args.seed, args.threads,
-                                   args.precision)
+                                   args.precision, spinning=not args.no_spin)
     choice = bench.choose_backend(args.backend)
     bundle_dir = _bench_bundle_dir(args)
     bundle = None

@@ -1,7 +1,7 @@
 """The benchmark: the HarDNet authors' protocol (seeded random input, warm-up, N timed iterations
 of batch 1 at 320x320 on the Nano), every iteration timed and kept.
 
-    protocol = BenchProtocol(iterations=500, warmup=50, size=320, batch=1, seed=0)
+    protocol = make_protocol(iterations=500, warmup=50, size=320, batch=1, seed=0)
     results, environment = run_bench(bundle_dir, protocol, backend=None)   # None: TensorRT, else ORT
 
 Per backend:
@@ -37,7 +37,7 @@ DEFAULT_SIZE = 320
 DEFAULT_SEED = 0
 
 BenchProtocol = collections.namedtuple(
-    "BenchProtocol", ["iterations", "warmup", "size", "batch", "seed", "threads", "precision"])
+    "BenchProtocol", ["iterations", "warmup", "size", "batch", "seed", "threads", "precision", "spinning"])
 
 TimedRun = collections.namedtuple("TimedRun", ["latencies_ms", "compute_ms", "wall_s"])
 
@@ -50,8 +50,12 @@ def default_warmup(iterations):
 
 
 def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE, batch=1, seed=DEFAULT_SEED,
-                  threads=None, precision=None):
-    """Validate the numbers and return a BenchProtocol (UsageError on nonsense)."""
+                  threads=None, precision=None, spinning=True):
+    """Validate the numbers and return a BenchProtocol (UsageError on nonsense).
+
+    ``spinning``: ONNX Runtime's idle worker threads spin (fastest on an idle machine) or park
+    (better where other work shares the cores); the other backends ignore it.
+    """
     if int(iterations) < 1:
         raise UsageError("--iterations must be at least 1 (got {})".format(iterations),
                          hint="the authors' protocol times 500 iterations: --iterations 500")
@@ -64,7 +68,7 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
     if threads is not None and int(threads) < 1:
         raise UsageError("--threads must be at least 1 (got {})".format(threads))
     return BenchProtocol(int(iterations), default_warmup(iterations) if warmup is None else int(warmup), int(size),
-                         int(batch), int(seed), int(threads) if threads else None, precision)
+                         int(batch), int(seed), int(threads) if threads else None, precision, bool(spinning))
 
 
 def make_input(shape, seed=DEFAULT_SEED, dtype=np.float32):
@@ -316,7 +320,8 @@ def _requested_shape(name, input_rec, protocol, backend):
 def make_runner(backend, plan, precision, protocol, device="cpu", optimized_model_dir=None):
     if backend == "onnxruntime":
         from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
-        return OnnxRuntimeRunner(plan.path, threads=protocol.threads, optimized_model_dir=optimized_model_dir)
+        return OnnxRuntimeRunner(plan.path, threads=protocol.threads, optimized_model_dir=optimized_model_dir,
+                                 spinning=protocol.spinning)
     if backend == "openvino":
         from deploy.runners.openvino_runner import OpenVinoRunner
         return OpenVinoRunner(plan.path, threads=protocol.threads)

@@ -7,9 +7,11 @@ Layout (see README "The bundle"):
 Python 3.6-compatible.
 """
 import collections
+import contextlib
 import json
 import logging
 import os
+import time
 
 from deploy.atomic import sha256_file, write_json
 from deploy.errors import BundleError
@@ -18,6 +20,7 @@ LOG = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
+LOCK_NAME = ".lock"
 
 
 def default_bundle_dir(target_name):
@@ -170,3 +173,50 @@ class Bundle(object):
                 entry = record.get(key)
                 if isinstance(entry, dict) and entry.get("path") and entry.get("sha256"):
                     self.verify_file(entry["path"], entry["sha256"])
+
+
+@contextlib.contextmanager
+def writer_lock(root, command, create=True):
+    """Hold ``root/.lock`` exclusively while ``command`` writes the bundle.
+
+    A second writer (another `build` or `engines` on the same folder) fails at once with a
+    BundleError naming the holder, instead of interleaving its files and manifest with the first.
+    The lock is advisory (fcntl.flock) and dies with its process, so a killed build never leaves
+    the folder locked. ``create``: make a missing folder (and remove it again if the command left
+    nothing in it); otherwise a missing folder runs unlocked and the command reports it. Where
+    flock is missing, or the folder cannot be made, the command runs unlocked (its own checks say why).
+    """
+    root = str(root)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    created = not os.path.isdir(root)
+    try:
+        if created and not create:
+            raise OSError("no folder {}".format(root))
+        os.makedirs(root, exist_ok=True)
+        handle = open(os.path.join(root, LOCK_NAME), "a+")
+    except OSError as exc:
+        LOG.debug("no writer lock on %s (%s)", root, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise BundleError("{} is being written by {}".format(root, holder),
+                              hint="wait until it finishes, or write to another folder (--out)")
+        handle.seek(0)
+        handle.truncate()
+        handle.write("`{}` (pid {}, since {})\n".format(command, os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S")))
+        handle.flush()
+        yield
+    finally:
+        handle.close()   # closing the file releases the lock
+        if created and os.listdir(root) == [LOCK_NAME]:   # the command failed before writing anything
+            os.unlink(os.path.join(root, LOCK_NAME))
+            os.rmdir(root)

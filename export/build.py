@@ -539,6 +539,32 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
+def remove_leftovers(out_dir: str) -> int:
+    """Remove what an interrupted build left in ``out_dir``: its ``.build-*`` work folders and
+    half-written temporary files of the files only a build writes (models/, calibration/).
+
+    A killed process (SIGKILL, power loss) cannot clean up after itself; call this only while
+    holding the bundle's writer lock, so no other build is using them. Returns how many were removed.
+    """
+    if not os.path.isdir(out_dir):
+        return 0
+    removed = 0
+    for entry in os.listdir(out_dir):
+        path = os.path.join(out_dir, entry)
+        if entry.startswith(".build-") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    for folder in ("models", "calibration"):
+        path = os.path.join(out_dir, folder)
+        for entry in os.listdir(path) if os.path.isdir(path) else ():
+            if entry.startswith(".") and entry.endswith(".tmp"):
+                os.unlink(os.path.join(path, entry))
+                removed += 1
+    if removed:
+        LOG.info("removed %d leftover(s) of an interrupted build from %s", removed, out_dir)
+    return removed
+
+
 def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
     """Build (or reuse) every requested model into the bundle at ``options.out_dir``."""
     from deploy.versions import tool_versions as collect_versions

@@ -120,7 +120,9 @@ def test_cli_fallback_end_to_end(bundle, no_tensorrt, capsys):
         assert lat["min"] <= lat["median"] <= lat["max"]
         assert r["throughput_fps"] == pytest.approx(1000.0 / lat["mean"], rel=1e-2)
         assert r["compute_floor_ms"] > 0 and r["floor_share"] > 0
-        assert r["runner"]["graph_optimization"] == "all"
+        assert r["runner"]["graph_optimization"] == "all" and r["runner"]["spinning"] is True
+        assert r["runner"]["channel_padding"] is True and r["runner"]["concat_split"] is True
+    assert report["protocol"]["spinning"] is True
     # the authors' pair table, with the published Nano figures labelled as published
     pair = report["pairs"]
     assert [p["model"] for p in pair] == ["hardnet39ds", "mobilenetv2"]
@@ -132,6 +134,15 @@ def test_cli_fallback_end_to_end(bundle, no_tensorrt, capsys):
     assert os.path.getsize(os.path.join(reports, "bench.png")) > 1000
     assert "hardnet39ds" in out and "speed-up" in out and "wrote" in out
     assert not [f for f in os.listdir(reports) if f.endswith(".tmp")]
+
+
+def test_no_spin_reaches_the_runner_and_the_report(bundle, no_tensorrt, capsys):
+    code, _, err = _run(["-q", "bench", bundle, "--iterations", "2", "--warmup", "0", "--size", "32", "--no-png",
+                         "--no-spin"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle, "reports", "bench.json")))
+    assert report["protocol"]["spinning"] is False
+    assert all(r["runner"]["spinning"] is False for r in report["results"])
 
 
 def test_interrupted_run_keeps_the_previous_report(bundle, no_tensorrt, capsys, monkeypatch):

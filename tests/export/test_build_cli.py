@@ -2,6 +2,7 @@
 nothing in the output folder damaged)."""
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -9,14 +10,18 @@ import torch
 from torch import nn
 
 import pipeline
+from deploy.bundle import LOCK_NAME
 
 SIZE = "64"
 
 
 def snapshot(folder) -> dict[str, bytes]:
+    """Every file of the bundle but the writer lock (bookkeeping: each build rewrites its holder line)."""
     out = {}
     for root, _, files in os.walk(folder):
         for name in files:
+            if name == LOCK_NAME and root == str(folder):
+                continue
             path = os.path.join(root, name)
             with open(path, "rb") as handle:
                 out[os.path.relpath(path, folder)] = handle.read()
@@ -183,3 +188,21 @@ def test_bad_preprocess_file(bundle_dir, tmp_path, capsys, content, expected):
                            "--preprocess", str(bad)], capsys)
     assert code == 2 and expected in line and "fix:" in line
     assert snapshot(bundle_dir) == before
+
+
+def test_leftovers_of_a_killed_build_are_removed_by_the_next(bundle_dir, caplog):
+    work = bundle_dir / ".build-killed"
+    work.mkdir()
+    (work / "mobilenetv2.onnx").write_bytes(b"half an export")
+    half = bundle_dir / "models" / ".mobilenetv2.onnx.k1ll3d.tmp"
+    half.write_bytes(b"half a file")
+    report = bundle_dir / "reports" / ".bench.json.x.tmp"   # not the build's: bench may be writing it right now
+    report.parent.mkdir(exist_ok=True)
+    report.write_text("{")
+    before = snapshot(bundle_dir)
+    with caplog.at_level(logging.INFO, logger="export.build"):
+        assert pipeline.main(["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(bundle_dir)]) == 0
+    assert "removed 2 leftover(s) of an interrupted build" in caplog.text
+    assert not work.exists() and not half.exists() and report.exists()
+    assert snapshot(bundle_dir)["models/mobilenetv2.onnx"] == before["models/mobilenetv2.onnx"]   # reused as is
+    report.unlink()
