@@ -7,8 +7,11 @@
 
 Per model: build a cpu bundle in a temporary folder (random weights: latency does not depend on
 them), calibrate on --calib-count generic images (MinMax) to get models/<name>.int8.onnx, then time
-batch-1 inference of both ONNX models in ONNX Runtime (warm-up first; median and mean of
---iterations runs, alternating FP32/INT8 rounds so a busy machine hurts both alike).
+batch-1 inference of both ONNX models in ONNX Runtime, two ways: plain sessions (every ONNX Runtime
+default: the goal's comparison) and the CPU fallback's tuned runner (what `bench` uses: for FP32
+that includes the NCHWc channel padding and Concat split, which do not apply to a QDQ graph).
+Warm-up first; medians of --iterations runs, the four variants' rounds interleaved so a busy
+machine hurts them alike.
 
 --profile adds ONNX Runtime's own per-node profile of both models (separate sessions, after the
 timing), summed per kind of layer: pointwise (1x1) convolutions, depthwise convolutions, the
@@ -16,6 +19,8 @@ other convolutions (the 3-channel stem), and everything else. Profiling adds ove
 so compare the kinds with each other, not with the timed medians.
 """
 import argparse
+import collections
+import functools
 import logging
 import os
 import statistics
@@ -81,11 +86,21 @@ def profile_kinds(path, feed, threads, runs):
     return collections.OrderedDict((k, v / runs) for k, v in total.items())
 
 
-def time_round(sess, feed, n):
+def tuned_step(path, feed, threads, cache):
+    """One inference with the CPU fallback's tuned runner (deploy.runners.onnxruntime_runner), inputs pre-bound."""
+    from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path, threads=threads, optimized_model_dir=cache)
+    runner.activate()
+    runner.prepare(feed)
+    return runner.run_prepared
+
+
+def time_round(step, n):
     out = []
     for _ in range(n):
         started = time.perf_counter()
-        sess.run(None, feed)
+        step()
         out.append(1000.0 * (time.perf_counter() - started))
     return out
 
@@ -114,7 +129,7 @@ def main(argv=None):
     from export.build import BuildOptions, build_bundle
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    rows, profiles = [], {}
+    rows, profiles = [], collections.OrderedDict()
     with tempfile.TemporaryDirectory(prefix="int8-bench.") as scratch:
         out = os.path.join(scratch, "bundle")
         build_bundle(BuildOptions(target=get_target("cpu"), out_dir=out, models=tuple(names), size=args.size),
@@ -124,30 +139,36 @@ def main(argv=None):
         x = np.random.RandomState(0).randn(1, 3, args.size, args.size).astype(np.float32)
         for name in names:
             record = bundle.model(name)
-            fp32 = session(bundle.path(record["onnx"]["path"]), args.threads)
-            int8 = session(bundle.path(record["int8_onnx"]["path"]), args.threads)
             feed = {record["input"]["name"]: x}
-            time_round(fp32, feed, args.warmup)
-            time_round(int8, feed, args.warmup)
-            times = {"fp32": [], "int8": []}
+            paths = {"fp32": bundle.path(record["onnx"]["path"]), "int8": bundle.path(record["int8_onnx"]["path"])}
+            steps = collections.OrderedDict()
+            for precision, path in paths.items():
+                plain = session(path, args.threads)
+                steps[precision] = functools.partial(plain.run, None, feed)
+            for precision, path in paths.items():
+                steps[precision + " tuned"] = tuned_step(path, feed, args.threads, os.path.join(scratch, "cache"))
+            times = collections.OrderedDict((k, []) for k in steps)
+            for step in steps.values():
+                time_round(step, args.warmup)
             rounds = 5
             for _ in range(rounds):
-                times["fp32"] += time_round(fp32, feed, max(1, args.iterations // rounds))
-                times["int8"] += time_round(int8, feed, max(1, args.iterations // rounds))
+                for key, step in steps.items():
+                    times[key] += time_round(step, max(1, args.iterations // rounds))
             med = {k: statistics.median(v) for k, v in times.items()}
-            mean = {k: statistics.mean(v) for k, v in times.items()}
-            rows.append((name, med["fp32"], med["int8"], mean["fp32"], mean["int8"], med["fp32"] / med["int8"]))
+            rows.append([name] + ["{:.1f}".format(med[k]) for k in ("fp32", "int8")]
+                        + ["{:.2f}x".format(med["fp32"] / med["int8"])]
+                        + ["{:.1f}".format(med[k]) for k in ("fp32 tuned", "int8 tuned")]
+                        + ["{:.2f}x".format(med["fp32 tuned"] / med["int8 tuned"])])
+            del steps   # no idle thread pools beside the next model's (or the profiled) sessions
             if args.profile:
-                del fp32, int8   # no idle thread pools beside the profiled session
-                profiles[name] = {precision: profile_kinds(bundle.path(record[key]["path"]), feed, args.threads,
-                                                           max(10, args.iterations // 4))
-                                  for precision, key in (("fp32", "onnx"), ("int8", "int8_onnx"))}
-    print("ONNX Runtime {} on {} ({} CPU cores seen), batch 1, {}x{}, {} iterations, threads {}".format(
+                profiles[name] = {precision: profile_kinds(path, feed, args.threads, max(10, args.iterations // 4))
+                                  for precision, path in paths.items()}
+    print("ONNX Runtime {} on {} ({} CPU cores seen), batch 1, {}x{}, {} iterations, threads {}; medians in ms".format(
         ort.__version__, cpu_model(), os.cpu_count(), args.size, args.size, args.iterations,
         args.threads or "default"))
     print(format_markdown_table(
-        ["model", "FP32 median ms", "INT8 median ms", "FP32 mean ms", "INT8 mean ms", "speed-up (median)"],
-        [[name] + ["{:.1f}".format(v) for v in ms] + ["{:.2f}x".format(speedup)] for name, *ms, speedup in rows]))
+        ["model", "FP32 plain", "INT8 plain", "speed-up (plain)", "FP32 tuned runner", "INT8 tuned runner",
+         "speed-up (tuned)"], rows))
     if profiles:
         print("\nONNX Runtime profile, mean ms per inference by kind of layer (profiling overhead included):")
         table = []

@@ -36,6 +36,7 @@ def test_folder_calibration_writes_npy_and_int8(tiny_bundle, image_folder):
     assert np.isfinite(array).all() and array.std() > 0.1
     int8 = record["int8_onnx"]
     assert int8["calib_method"] == "minmax" and int8["format"] == "QDQ"
+    assert int8["channels_padded_to"] is None    # MobileNetV2: channels aligned already
     assert int8["quantize_nodes"] > 0
     assert os.path.isfile(reopened.path(record["onnx"]["path"])), "the FP32 model must stay"
     reopened.verify([NAME])  # every recorded file matches its sha256
