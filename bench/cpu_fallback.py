@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deploy.atomic import write_json, write_text  # noqa: E402
 from deploy.bench import make_input, measure_matmul_flops  # noqa: E402
 from deploy.environment import collect_environment, physical_cores  # noqa: E402
+from deploy.errors import BackendUnavailableError  # noqa: E402
 from deploy.report import format_markdown_table, format_table  # noqa: E402
 from deploy.stats import summarize as summarize_latencies  # noqa: E402
 
@@ -214,7 +215,7 @@ def run(models, variants, iterations, rounds, warmup, threads, cache, pause_s=0.
         for name in variants:
             try:
                 step, desc = VARIANTS[name](path, x, threads, cache)
-            except ImportError as exc:
+            except (ImportError, BackendUnavailableError) as exc:
                 skipped[name] = "not installed: {}".format(exc)
                 continue
             for _ in range(warmup):

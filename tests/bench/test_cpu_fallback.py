@@ -45,3 +45,22 @@ def test_bad_arguments_are_refused(project_script, tmp_path):
         with pytest.raises(SystemExit) as exc:
             cpu_fallback.main([bundle] + argv)
         assert exc.value.code == 2
+
+
+def test_a_backend_that_is_not_installed_is_skipped_and_said_so(project_script, tmp_path, monkeypatch):
+    from deploy.errors import BackendUnavailableError
+
+    cpu_fallback = project_script("bench/cpu_fallback.py")
+
+    def not_installed(*args):
+        raise BackendUnavailableError("openvino is not installed", hint="pip install openvino")
+
+    monkeypatch.setitem(cpu_fallback.VARIANTS, "openvino", not_installed)
+    bundle = tiny_bundle(tmp_path / "bundle", names=("mobilenetv2",))
+    rc = cpu_fallback.main([bundle, "--iterations", "2", "--rounds", "1", "--warmup", "0", "--pause", "0",
+                            "--variants", "ort-tuned,openvino", "--out", str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "cpu_fallback.json").read_text())
+    assert rc == 0 and report["tuned_at_or_below_openvino"] is None      # no comparison, no verdict
+    assert "openvino is not installed" in report["skipped"]["openvino"]
+    assert list(report["results"]["mobilenetv2"]) == ["ort-tuned"]
+    assert "`openvino`: skipped" in (tmp_path / "r" / "cpu_fallback.md").read_text()
