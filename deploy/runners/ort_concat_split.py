@@ -87,7 +87,6 @@ def split_concat_convs(model):
     copy.CopyFrom(model)
     new_nodes = []
     dropped = set(id(concat) for concat, _, _ in plans.values())
-    conv_attrs = {}
     for node in graph.node:
         key = node.name or (node.output[0] if node.output else None)
         if id(node) in dropped:
@@ -96,7 +95,7 @@ def split_concat_convs(model):
             new_nodes.append(node)
             continue
         concat, conv, weight = plans[key]
-        conv_attrs = {k: v for k, v in _attrs(conv).items()}
+        conv_attrs = _attrs(conv)
         prefix = (conv.name or conv.output[0]) + SPLIT_TAG
         offset, total = 0, None
         for index, part in enumerate(concat.input):
