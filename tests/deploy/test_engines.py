@@ -284,7 +284,7 @@ def test_platform_mismatch_is_reported():
 
 
 def test_find_engine_for_this_machine(tmp_path, fake_env):
-    trt = fake_env("10")
+    fake_env("10")   # installs the fake TensorRT 10 for this test
     bundle = trt_fakes.make_bundle(tmp_path / "b")
     with pytest.raises(BundleError, match="no fp16 engine of tiny") as info:
         engines.find_engine(bundle, "tiny", "fp16")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models.hardnet import HARDNET_CONFIGS, HarDNet, harmonic_links, harmonic_width
-from models.registry import create_model, get_model_card, list_models
+from models.registry import get_model_card, list_models
 
 # Exact counts with 1000 classes: the released HarDNet checkpoints (PingoLH/Pytorch-HarDNet) and
 # torchvision's MobileNetV2 / ResNet-50 / DenseNet-121 weights metadata.
