@@ -406,7 +406,8 @@ def _add_bench(sub):
     p.add_argument("--iterations", type=int, default=500, metavar="N", help="timed iterations (default 500)")
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="warm-up iterations before timing (default: 10%% of --iterations, 10..100)")
-    p.add_argument("--size", type=int, default=320, metavar="PX", help="input side (default 320)")
+    p.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="input side (default: the bundle's, 320 for the default bundles and without a bundle)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for onnxruntime/openvino/torch (default: physical cores)")
@@ -441,14 +442,15 @@ def _cmd_bench(args):
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
 
-    protocol = bench.make_protocol(args.iterations, args.warmup, args.size, args.batch, args.seed, args.threads,
-                                   args.precision, spinning=not args.no_spin)
     choice = bench.choose_backend(args.backend)
     bundle_dir = _bench_bundle_dir(args)
     bundle = None
     if bundle_dir is not None and (choice.name != "torch" or os.path.isdir(bundle_dir) or not args.models):
         bundle = Bundle.open(bundle_dir)
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    size = args.size if args.size is not None else bench.bundle_input_size(bundle, names)
+    protocol = bench.make_protocol(args.iterations, args.warmup, size, args.batch, args.seed, args.threads,
+                                   args.precision, spinning=not args.no_spin)
     if names is not None and bundle is not None and choice.name != "torch":
         missing = [n for n in names if n not in bundle.model_names()]
         if missing:

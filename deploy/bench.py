@@ -49,6 +49,23 @@ def default_warmup(iterations):
     return max(10, min(100, int(iterations) // 10))
 
 
+def bundle_input_size(bundle, names=None):
+    """The input side the bundle's models were exported at, when they share one fixed square size;
+    else (no bundle, mixed or dynamic sizes) DEFAULT_SIZE, the authors' 320."""
+    if bundle is None:
+        return DEFAULT_SIZE
+    sides = set()
+    for name in names or bundle.model_names():
+        if name not in bundle.model_names():
+            continue
+        shape = (bundle.model(name).get("input") or {}).get("shape") or []
+        if len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
+            sides.add(shape[2])
+        else:
+            return DEFAULT_SIZE
+    return sides.pop() if len(sides) == 1 else DEFAULT_SIZE
+
+
 def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE, batch=1, seed=DEFAULT_SEED,
                   threads=None, precision=None, spinning=True):
     """Validate the numbers and return a BenchProtocol (UsageError on nonsense).

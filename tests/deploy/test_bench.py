@@ -136,6 +136,26 @@ def test_cli_fallback_end_to_end(bundle, no_tensorrt, capsys):
     assert not [f for f in os.listdir(reports) if f.endswith(".tmp")]
 
 
+def test_size_defaults_to_the_bundles(bundle, no_tensorrt, capsys):
+    code, _, err = _run(["-q", "bench", bundle, "--iterations", "2", "--warmup", "0", "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle, "reports", "bench.json")))
+    assert report["protocol"]["size"] == 32 and report["results"][0]["input_shape"] == [1, 3, 32, 32]
+
+
+def test_bundle_input_size_falls_back_to_the_protocols(tmp_path):
+    from deploy.bundle import Bundle
+
+    assert bench.bundle_input_size(None) == bench.DEFAULT_SIZE == 320
+    mixed = Bundle.open(tiny_bundle(tmp_path / "mixed"))
+    assert bench.bundle_input_size(mixed) == 32
+    mixed.model("mobilenetv2")["input"]["shape"] = [1, 3, 64, 64]
+    assert bench.bundle_input_size(mixed) == 320                     # two sizes: no single answer
+    assert bench.bundle_input_size(mixed, ["mobilenetv2"]) == 64     # ... unless one model is asked for
+    mixed.model("hardnet39ds")["input"]["shape"] = ["batch", 3, 32, 32]
+    assert bench.bundle_input_size(mixed, ["hardnet39ds"]) == 32
+
+
 def test_no_spin_reaches_the_runner_and_the_report(bundle, no_tensorrt, capsys):
     code, _, err = _run(["-q", "bench", bundle, "--iterations", "2", "--warmup", "0", "--size", "32", "--no-png",
                          "--no-spin"], capsys)
