@@ -16,6 +16,9 @@ from deploy.errors import PipelineError, UsageError
 LOG = logging.getLogger("pipeline")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# build, analyze and models import the host packages (models/, export/, calibration/, analysis/),
+# written for modern Python; the device side (this file and deploy/) stays Python 3.6.
+HOST_PYTHON = (3, 10)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,7 +71,7 @@ def _print_local_gpu():
 
 def _add_models(sub):
     p = sub.add_parser("models", help="list the registered models and their model cards")
-    p.set_defaults(func=_cmd_models)
+    p.set_defaults(func=_cmd_models, host_only=True)
 
 
 def _cmd_models(args):
@@ -121,7 +124,7 @@ def _add_build(sub):
     p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 only: calibration method (default minmax)")
-    p.set_defaults(func=_cmd_build)
+    p.set_defaults(func=_cmd_build, host_only=True)
 
 
 def _build_model_names(args, target):
@@ -513,7 +516,7 @@ def _add_analyze(sub):
                    help="write analyze.md and a roofline PNG per model here (default with a bundle: "
                         "BUNDLE/reports)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
-    p.set_defaults(func=_cmd_analyze)
+    p.set_defaults(func=_cmd_analyze, host_only=True)
 
 
 def _analyze_sources(args):
@@ -620,6 +623,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     try:
+        if getattr(args, "host_only", False) and sys.version_info[:2] < HOST_PYTHON:
+            raise UsageError(
+                "`{}` runs on the host: it needs Python {}.{} or newer with torch, and this is Python {}.{}".format(
+                    args.command, HOST_PYTHON[0], HOST_PYTHON[1], sys.version_info[0], sys.version_info[1]),
+                hint="run it on the x86 host (README, 'Two commands'), then copy the bundle here; on the "
+                     "device use engines, bench and verify")
         with _logs_above_progress_bars():
             return args.func(args)
     except UsageError as exc:

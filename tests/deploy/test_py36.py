@@ -103,3 +103,24 @@ def test_imports_and_targets_under_a_real_python36():
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert proc.returncode == 0, proc.stdout
     assert "jetson-nano" in proc.stdout
+
+
+def test_host_commands_say_they_need_the_host_python(monkeypatch, capsys):
+    import pipeline
+
+    monkeypatch.setattr(pipeline, "HOST_PYTHON", (sys.version_info[0] + 1, 0))   # pretend this Python is too old
+    for command in ("build", "analyze", "models"):
+        assert pipeline.main([command]) == 2
+        err = capsys.readouterr().err
+        assert "`{}` runs on the host: it needs Python".format(command) in err and "engines, bench and verify" in err
+    assert pipeline.main(["targets"]) == 0                     # the device commands are not affected
+
+
+def test_host_commands_under_a_real_python36_fail_cleanly(tmp_path):
+    python36 = _python36_with_numpy()
+    if python36 is None:
+        pytest.skip("no Python 3.6 with numpy here (set PYTHON36=/path/to/python3.6 to run this)")
+    proc = subprocess.run([python36, os.path.join(ROOT, "pipeline.py"), "build", "--out", str(tmp_path / "b")],
+                          cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 2 and "`build` runs on the host" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists()
