@@ -26,6 +26,41 @@ def _conv_output_channels(path):
     return out
 
 
+def _stem_weight(path):
+    model = onnx.load(str(path))
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    stem = next(n for n in model.graph.node if n.op_type == "Conv")
+    return weights[producers[stem.input[1]].input[0]]
+
+
+def test_the_stem_gets_a_fourth_input_channel_and_the_same_answers(tmp_path, monkeypatch):
+    fp32 = tiny_cnn(tmp_path / "tiny.onnx", channels=(16, 24, 8))
+    calib = np.random.RandomState(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    record = quantize.quantize_onnx(fp32, str(tmp_path / "padded.int8.onnx"), calib, progress=False)
+    assert record["stem_input_channels_padded_to"] == quantize.STEM_CHANNEL_ALIGN == 4
+    stem = _stem_weight(tmp_path / "padded.int8.onnx")
+    assert stem.shape == (16, 4, 3, 3) and stem.dtype == np.int8 and not stem[:, 3].any()
+    graph = onnx.load(str(tmp_path / "padded.int8.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    (pad,) = [n for n in graph.node if n.op_type == "Pad"]
+    assert producers[pad.input[0]].op_type == "QuantizeLinear" and producers[pad.input[0]].input[0] == "input"
+    assert [n.op_type for n in graph.node if pad.output[0] in n.input] == ["DequantizeLinear"]
+    monkeypatch.setattr(quantize, "pad_quantized_stem", lambda model: None)
+    plain = quantize.quantize_onnx(fp32, str(tmp_path / "plain.int8.onnx"), calib, progress=False)
+    assert plain["stem_input_channels_padded_to"] is None and _stem_weight(tmp_path / "plain.int8.onnx").shape[1] == 3
+    for seed in range(3):   # integer arithmetic: the zero channel changes nothing, exactly
+        x = np.random.RandomState(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        np.testing.assert_array_equal(_run(tmp_path / "padded.int8.onnx", x), _run(tmp_path / "plain.int8.onnx", x))
+
+
+def test_a_graph_without_the_stem_pattern_is_left_alone(tmp_path):
+    fp32 = tiny_cnn(tmp_path / "tiny.onnx", channels=(16, 24, 8))
+    model = onnx.load(fp32)
+    assert quantize.pad_quantized_stem(model) is None          # FP32: no QuantizeLinear after the input
+    assert [n.op_type for n in model.graph.node] == [n.op_type for n in onnx.load(fp32).graph.node]
+
+
 def test_unaligned_channels_are_padded_before_quantizing(tmp_path):
     fp32 = tiny_cnn(tmp_path / "tiny.onnx", channels=(12, 20, 10))          # as HarDNet: not multiples of 8
     calib = np.random.RandomState(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
