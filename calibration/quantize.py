@@ -125,7 +125,6 @@ def quantize_onnx(fp32_path: str, int8_path: str, array: np.ndarray, method: str
     The file appears only when complete and loadable by ONNX Runtime. Returns a small record
     (method, formats, count, node counts) for the manifest.
     """
-    import onnx
     import onnxruntime as ort
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from tqdm import tqdm
@@ -160,12 +159,10 @@ def quantize_onnx(fp32_path: str, int8_path: str, array: np.ndarray, method: str
             logging.getLogger().addFilter(quiet)
             try:
                 with atomic_path(int8_path) as tmp:
-                    stem_padded = _quantize_and_check(prepared, tmp, reader, ort_method, stride, name,
-                                                      array[:batch], fp32_path)
+                    stem_padded, ops = _quantize_and_check(prepared, tmp, reader, ort_method, stride, name,
+                                                           array[:batch], fp32_path)
             finally:
                 logging.getLogger().removeFilter(quiet)
-    model = onnx.load(int8_path, load_external_data=False)
-    ops = [n.op_type for n in model.graph.node]
     return {
         "calib_method": method,
         "format": "QDQ",
@@ -253,9 +250,10 @@ def pad_quantized_stem(model) -> int | None:
 
 
 def _quantize_and_check(prepared: str, tmp: str, reader: ArrayDataReader, ort_method, stride: int,
-                        input_name: str, sample: np.ndarray, fp32_path: str) -> int | None:
+                        input_name: str, sample: np.ndarray, fp32_path: str) -> tuple[int | None, list[str]]:
     """quantize_static into ``tmp`` (then the stem's channel padding, see ``pad_quantized_stem``),
-    and prove the result loads and runs in ONNX Runtime. Returns the stem's new channel count or None."""
+    and prove the result loads and runs in ONNX Runtime. Returns the stem's new channel count (or
+    None) and the INT8 graph's operator types."""
     import contextlib
     import io
 
@@ -288,4 +286,4 @@ def _quantize_and_check(prepared: str, tmp: str, reader: ArrayDataReader, ort_me
     except Exception as exc:  # any ORT failure means the file must not land in the bundle
         raise ExportError(f"the INT8 model of {fp32_path} does not run in ONNX Runtime ({exc})",
                           hint="try another --calib-method, or report the model") from None
-    return stem_padded
+    return stem_padded, [n.op_type for n in model.graph.node]

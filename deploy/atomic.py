@@ -10,6 +10,15 @@ import os
 import tempfile
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
+def is_temp_name(name):
+    # type: (str) -> bool
+    """Whether a file name is one of atomic_path's temporary files (a leftover if its writer died)."""
+    return name.startswith(".") and name.endswith(_TEMP_SUFFIX)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -19,7 +28,7 @@ def atomic_path(path):
     path = str(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=_TEMP_SUFFIX, dir=folder)
     os.close(fd)
     try:
         yield tmp

@@ -54,10 +54,9 @@ def bundle_input_size(bundle, names=None):
     else (no bundle, mixed or dynamic sizes) DEFAULT_SIZE, the authors' 320."""
     if bundle is None:
         return DEFAULT_SIZE
+    present = bundle.model_names()
     sides = set()
-    for name in names or bundle.model_names():
-        if name not in bundle.model_names():
-            continue
+    for name in [n for n in (names or present) if n in present]:
         shape = (bundle.model(name).get("input") or {}).get("shape") or []
         if len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
             sides.add(shape[2])

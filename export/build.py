@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from deploy.atomic import atomic_path, sha256_file
+from deploy.atomic import atomic_path, is_temp_name, sha256_file
 from deploy.bundle import Bundle, onnx_relpath
 from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
@@ -539,6 +539,9 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
+WORK_DIR_PREFIX = ".build-"   # a build's private work folder inside the bundle
+
+
 def remove_leftovers(out_dir: str) -> int:
     """Remove what an interrupted build left in ``out_dir``: its ``.build-*`` work folders and
     half-written temporary files of the files only a build writes (models/, calibration/).
@@ -551,13 +554,13 @@ def remove_leftovers(out_dir: str) -> int:
     removed = 0
     for entry in os.listdir(out_dir):
         path = os.path.join(out_dir, entry)
-        if entry.startswith(".build-") and os.path.isdir(path):
+        if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     for folder in ("models", "calibration"):
         path = os.path.join(out_dir, folder)
         for entry in os.listdir(path) if os.path.isdir(path) else ():
-            if entry.startswith(".") and entry.endswith(".tmp"):
+            if is_temp_name(entry):
                 os.unlink(os.path.join(path, entry))
                 removed += 1
     if removed:
@@ -605,7 +608,7 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             LOG.info("%s: inputs and options unchanged: reusing %s", source.name, record["onnx"]["path"])
             results.append(ModelBuildResult(source.name, True, time.perf_counter() - started, record))
         else:
-            work_dir = tempfile.mkdtemp(prefix=".build-", dir=options.out_dir)
+            work_dir = tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=options.out_dir)
             try:
                 record, onnx_file = _build_one(source, options, versions, key, work_dir)
                 # Only now, with every check passed, replace the bundle's file and its record together.

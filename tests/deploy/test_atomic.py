@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from deploy.atomic import atomic_path, sha256_file, write_bytes, write_json, write_text
+from deploy.atomic import atomic_path, is_temp_name, sha256_file, write_bytes, write_json, write_text
 
 
 def test_write_replaces_whole_file(tmp_path):
@@ -45,3 +45,11 @@ def test_sha256_matches_hashlib(tmp_path):
     data = os.urandom(3 << 20)
     write_bytes(str(target), data)
     assert sha256_file(str(target)) == hashlib.sha256(data).hexdigest()
+
+
+def test_its_temporary_files_are_recognised_as_such(tmp_path):
+
+
+    with atomic_path(str(tmp_path / "model.onnx")) as tmp:
+        assert is_temp_name(os.path.basename(tmp))
+    assert not is_temp_name("model.onnx") and not is_temp_name("notes.tmp")
