@@ -48,8 +48,6 @@ def test_sha256_matches_hashlib(tmp_path):
 
 
 def test_its_temporary_files_are_recognised_as_such(tmp_path):
-
-
     with atomic_path(str(tmp_path / "model.onnx")) as tmp:
         assert is_temp_name(os.path.basename(tmp))
     assert not is_temp_name("model.onnx") and not is_temp_name("notes.tmp")
