@@ -247,11 +247,15 @@ def _engines_after_build(args, bundle_dir, precision):
     print("TensorRT is not available here, so the engines are built on the device "
           "(engines are specific to the GPU and TensorRT version that build them):")
     print("  1. copy the code and the bundle to the device:")
-    print("       rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/")
+    print("       rsync -a pipeline.py deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/")
     print("       rsync -a {}/ USER@DEVICE:hardnet/{}/".format(here, there))
     print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
-    print("  2. on the device (see README 'On the Jetson' for what to install first):")
-    print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(there, concrete))
+    print("  2. on the device, set up once (installs what is missing, then checks with `doctor`):")
+    print("       cd hardnet && sh scripts/setup-jetson.sh {}".format(there))
+    print("  3. then engines, benchmark and one archive of the reports to send back:")
+    print("       python3 pipeline.py device-run {} --precision {}".format(there, concrete))
+    print("     (or step by step: python3 pipeline.py engines {} --precision {}, then bench)".format(
+        there, concrete))
     print("  trtexec equivalents, for use without the Python bindings: {}".format(script))
     return EXIT_OK
 
