@@ -31,6 +31,8 @@ REPORT_RELPATH = "reports/doctor.json"
 OK, FAIL, WARN, INFO = "ok", "fail", "warn", "info"
 SUPPORTED_L4T = ("32.6", "32.7")          # JetPack 4.6.x: the Jetson Nano's last JetPack
 HOST_TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim")
+MIN_TENSORRT = (8, 0)                     # JetPack 4.6's first release (L4T R32.6.1) ships 8.0.1
+MAX_TESTED_TENSORRT_MAJOR = 10
 MIN_FREE_DISK_MB = 300                    # four Nano engines, their logs and reports, with room
 LOW_MEMORY_MB = 1500                      # below this, without swap, four engine builds may be killed
 CUDA_VERSION_FILES = ("/usr/local/cuda/version.txt", "/usr/local/cuda/version.json")
@@ -129,7 +131,7 @@ def check_jetson(info):
 
 
 def check_tensorrt(isolated_venv=None):
-    from deploy.trt_compat import require_tensorrt, trt_version
+    from deploy.trt_compat import require_tensorrt, trt_version, version_tuple
 
     try:
         trt = require_tensorrt()
@@ -141,7 +143,15 @@ def check_tensorrt(isolated_venv=None):
         else:
             fix = "install JetPack's Python bindings: sudo apt-get install python3-libnvinfer"
         return _check("tensorrt", FAIL, str(exc), fix, required=True)
-    return _check("tensorrt", OK, trt_version(trt))
+    version = trt_version(trt)
+    known = version_tuple(version)
+    if not known or known[:2] < MIN_TENSORRT:
+        return _check("tensorrt", FAIL, "TensorRT {} is not supported: the device code needs 8.0 or newer "
+                      "(JetPack 4.6 ships 8.2)".format(version), "upgrade to JetPack 4.6.x", required=True)
+    if known[0] > MAX_TESTED_TENSORRT_MAJOR:
+        return _check("tensorrt", WARN, "TensorRT {}: newer than any this code was checked against (8.2, 8.5, "
+                      "10)".format(version), "if a step fails, attach reports/doctor.json to the bug report")
+    return _check("tensorrt", OK, version)
 
 
 def check_pycuda():

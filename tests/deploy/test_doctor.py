@@ -139,3 +139,16 @@ def test_marks_fall_back_to_words_where_the_terminal_is_ascii(monkeypatch):
         encoding = "ascii"
     monkeypatch.setattr(sys, "stdout", Ascii())
     assert pipeline._mark("ok") == "ok" and pipeline._mark("fail") == "FAIL"
+
+
+@pytest.mark.parametrize("version, status", [("8.2.1.8", doctor.OK), ("10.13.0.35", doctor.OK),
+                                             ("7.1.3.0", doctor.FAIL), ("garbage", doctor.FAIL),
+                                             ("11.0.0", doctor.WARN)])
+def test_tensorrt_of_an_unknown_version_is_named(monkeypatch, version, status):
+    import types
+
+    fake = types.ModuleType("tensorrt")
+    fake.Builder, fake.__version__ = object, version
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    check = doctor.check_tensorrt(isolated_venv=False)
+    assert check.status == status and version in check.detail
