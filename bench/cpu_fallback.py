@@ -51,7 +51,7 @@ from deploy.environment import collect_environment, physical_cores  # noqa: E402
 from deploy.errors import BackendUnavailableError  # noqa: E402
 from deploy.report import format_markdown_table, format_table  # noqa: E402
 from deploy.cpu_isa import choice_record, choose_cpu_precision, isa_summary, local_cpu_isa  # noqa: E402
-from deploy.stats import BOOTSTRAP_RESAMPLES, ratio_dict, ratio_with_ci  # noqa: E402
+from deploy.stats import BOOTSTRAP_RESAMPLES, claim, ratio_dict, ratio_with_ci  # noqa: E402
 from deploy.stats import summarize as summarize_latencies  # noqa: E402
 
 LOG = logging.getLogger("cpu_fallback")
@@ -497,6 +497,9 @@ def main(argv=None):
           "## Ratios with 95% confidence intervals over rounds", "",
           "A over B = B ms / A ms; \"faster\" only where the interval excludes 1.", "",
           format_markdown_table(h3, b3), "",
+          "Claims (said only where the interval excludes 1):", ""] + [
+              "- {}: {}".format(model, claim(a, b, est)) for model, found in comparisons.items()
+              for a, b, _, est in found] + ["",
           "## Fastest variant per precision, against the flags' choice (`best` = {})".format(best.precision), "",
           format_markdown_table(["model", "precision", "fastest variant", "median ms", "best over it", "95% CI",
                                  "best is"], best_rows), "",

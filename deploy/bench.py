@@ -10,7 +10,8 @@ Per backend:
                copies (``execute_timed``), both kept; stream and buffers are made before the loop.
   onnxruntime  models/<model>.onnx (fp32) or models/<model>.int8.onnx (int8) on the CPU, the
                fallback; tuned runner (deploy.runners.onnxruntime_runner), inputs/outputs pre-bound.
-  openvino     the same ONNX files with OpenVINO on the CPU (optional).
+  openvino     the same ONNX files with OpenVINO on the CPU (optional), with the precision hint matching
+               --precision (fp32, bf16, int8) and the precision it compiled read back into each row.
   torch        models re-created from the registry (host only): CPU fp32, or CUDA fp16 with
                channels-last and CUDA graphs; also works without a bundle (``models=[...]``).
 
