@@ -143,11 +143,11 @@ def choose_cpu_precision(isa, requested, backend="onnxruntime", int8_available=T
     flags = ", ".join(isa.features) or "none"
     if requested == "bf16":
         check_bf16(isa, backend)
-        return PrecisionChoice("bf16", requested, "{} present ({})".format(isa.bf16_dot, flags))
+        return PrecisionChoice("bf16", requested, "{} present; CPU flags: {}".format(isa.bf16_dot, flags))
     if requested != "best":
         return PrecisionChoice(requested, requested, "asked for")
     if isa.int8_dot and int8_available:
-        return PrecisionChoice("int8", requested, "{} gives a native INT8 dot product (CPU flags: {})".format(
+        return PrecisionChoice("int8", requested, "{} gives a native INT8 dot product; CPU flags: {}".format(
             isa.int8_dot, flags))
     skipped = []
     if isa.int8_dot:
@@ -155,13 +155,13 @@ def choose_cpu_precision(isa, requested, backend="onnxruntime", int8_available=T
     else:
         skipped.append("int8 not native (no VNNI/AMX-INT8/dotprod)")
     if isa.bf16_dot and backend == "openvino":
-        return PrecisionChoice("bf16", requested, "{}; {} gives native BF16 (CPU flags: {})".format(
+        return PrecisionChoice("bf16", requested, "{}; {} gives native BF16; CPU flags: {}".format(
             "; ".join(skipped), isa.bf16_dot, flags))
     if isa.bf16_dot:
         skipped.append("bf16 needs --backend openvino")
     else:
         skipped.append("bf16 not native (no AVX512_BF16/AMX-BF16)")
-    return PrecisionChoice("fp32", requested, "{}; fp32 on {} (CPU flags: {})".format(
+    return PrecisionChoice("fp32", requested, "{}; fp32 on {}; CPU flags: {}".format(
         "; ".join(skipped), fp32_path(isa), flags))
 
 
