@@ -33,11 +33,14 @@ def _cmd_targets(args):
     from deploy.targets import list_targets, supported_precisions
     from deploy.report import format_table
 
+    from deploy.cpu_isa import cpu_target_precisions, local_cpu_isa
+
     rows = []
     for t in list_targets():
+        precisions = cpu_target_precisions(local_cpu_isa()) if t.backend == "onnxruntime" else supported_precisions(t)
         rows.append([
             t.name, t.backend, t.compute_capability or "local", t.tensorrt or "installed",
-            str(t.max_opset), ",".join(supported_precisions(t)), t.default_precision,
+            str(t.max_opset), ",".join(precisions), t.default_precision,
             str(t.dla_cores), "{} GB".format(t.memory_gb) if t.memory_gb else "-",
             "{} MiB".format(t.workspace_mib) if t.workspace_mib else "-",
         ])
@@ -47,7 +50,21 @@ def _cmd_targets(args):
     for t in list_targets():
         print("  {:<17} {}. {}".format(t.name, t.description, t.notes))
     _print_local_gpu()
+    _print_local_cpu()
     return EXIT_OK
+
+
+def _print_local_cpu():
+    """What the cpu target means on this machine: its vector ISA and the precisions it runs natively."""
+    from deploy.cpu_isa import choose_cpu_precision, local_cpu_isa, precision_support
+
+    isa = local_cpu_isa()
+    print("  this CPU: {} ({}): {}".format(isa.model, isa.arch, ", ".join(isa.features) or "no vector extensions found"))
+    print("    cpu precisions: {}".format("; ".join(
+        "{} {} ({})".format(p, "fast" if native else "slow" if p == "int8" else "no", why)
+        for p, native, why in precision_support(isa))))
+    best = choose_cpu_precision(isa, "best", backend="openvino")
+    print("    --precision best on the cpu target: {} ({})".format(best.precision, best.reason))
 
 
 def _print_local_gpu():
@@ -113,8 +130,9 @@ def _add_build(sub):
     p.add_argument("--size", type=int, default=320, metavar="N", help="square input side in pixels (default 320)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "best"],
-                   help="engine precision for the device (default: the target's default, fp16 on the Nano)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "best"],
+                   help="engine precision for the device (default: the target's default, fp16 on the Nano); "
+                        "bf16: cpu target with OpenVINO; best on the cpu target: chosen from the CPU flags")
     p.add_argument("--force", action="store_true", help="rebuild every model even when nothing changed")
     p.add_argument("--preprocess", default=None, metavar="FILE",
                    help="JSON with mean/std/crop_pct/interpolation replacing the model card's preprocessing "
@@ -169,12 +187,17 @@ def _build_summary_rows(result):
 
 
 def _cmd_build(args):
-    from deploy.targets import get_target, resolve_precision
+    from deploy.targets import get_target, resolve_precision_choice
     from deploy.bundle import default_bundle_dir, writer_lock
     from deploy.report import format_table
 
     target = get_target(args.target)
-    precision = resolve_precision(target, args.precision or target.default_precision)
+    choice = resolve_precision_choice(target, args.precision or target.default_precision)
+    precision = choice.precision
+    choice_record = None
+    if target.backend == "onnxruntime":
+        from deploy.cpu_isa import choice_record as make_record, local_cpu_isa
+        choice_record = make_record(choice, local_cpu_isa())
     if args.calib_count < 1:
         raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
     from export.build import (BuildOptions, build_bundle, parse_weights_args, read_preprocess_override,
@@ -186,7 +209,7 @@ def _cmd_build(args):
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
         num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
-        force=args.force, precision=precision,
+        force=args.force, precision=precision, precision_choice=choice_record,
         preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None)
     with writer_lock(out_dir, "pipeline.py build"):
         remove_leftovers(out_dir)
@@ -209,13 +232,17 @@ def _cmd_build(args):
     print("bundle: {} (target {}, opset {}, input {}x3x{}x{}{}, precision {})".format(
         out_dir, target.name, target.max_opset, args.batch, args.size, args.size,
         ", dynamic batch" if args.dynamic_batch else "", precision))
+    if choice.requested != choice.precision:
+        print("precision {} for --precision {}: {}".format(choice.precision, choice.requested, choice.reason))
     # _engines_after_build builds the engines here when TensorRT imports, else prints how to copy the
     # bundle to the device and build them there; the benchmark is the step after that.
     code = _engines_after_build(args, out_dir, precision)
     if target.backend == "tensorrt":
         print("then benchmark, on the device: python3 pipeline.py bench {}".format(out_dir))
+    elif precision == "bf16":
+        print("next: python pipeline.py bench {} --backend openvino --precision bf16".format(out_dir))
     else:
-        print("next: python pipeline.py bench {}".format(out_dir))
+        print("next: python pipeline.py bench {}{}".format(out_dir, " --precision int8" if precision == "int8" else ""))
     return code
 
 
@@ -360,6 +387,8 @@ def _add_verify(sub):
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help="verify only this model (repeatable; default: every model in the bundle)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
+    p.add_argument("--openvino", action="store_true",
+                   help="also run OpenVINO on the CPU: fp32, bf16 (where the CPU has AVX512_BF16/AMX) and int8")
     p.set_defaults(func=_cmd_verify)
 
 
@@ -384,7 +413,7 @@ def _cmd_verify(args):
 
     bundle = Bundle.open(args.bundle or _only_bundle("verify", _bundles_under_build()))
     report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
-                           threads=args.threads, progress=not args.quiet)
+                           threads=args.threads, progress=not args.quiet, openvino=args.openvino)
     print(text_report(report))
     print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
     return EXIT_OK
@@ -404,8 +433,9 @@ def _add_bench(sub):
                         "--models ...)")
     p.add_argument("--backend", choices=("tensorrt", "onnxruntime", "torch", "openvino"), default=None,
                    help="runtime (default: tensorrt if it imports, else onnxruntime)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default=None,
-                   help="default: the target's default on TensorRT, fp32 on the CPU, fp16 with torch on CUDA")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8", "best"), default=None,
+                   help="default: the target's default on TensorRT, fp32 on the CPU, fp16 with torch on CUDA; "
+                        "bf16: --backend openvino on a CPU with AVX512_BF16/AMX; best on the CPU: from its flags")
     p.add_argument("--iterations", type=int, default=500, metavar="N", help="timed iterations (default 500)")
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="warm-up iterations before timing (default: 10%% of --iterations, 10..100)")

@@ -158,6 +158,10 @@ def environment_lines(report):
         backend = "{} (FALLBACK: {})".format(backend, proto.get("fallback_reason"))
     lines.append("backend: {}; precision: {}; threads: {}".format(backend, proto.get("precision"),
                                                                 proto.get("threads") or "-"))
+    choice = proto.get("precision_choice")
+    if choice and choice.get("requested") != choice.get("precision"):
+        lines.append("precision {} chosen for --precision {}: {}".format(
+            choice.get("precision"), choice.get("requested"), choice.get("reason")))
     lines.append("protocol: {} timed iterations after {} warm-up, batch {}, {}x{}, seed {}".format(
         proto.get("iterations"), proto.get("warmup"), proto.get("batch"), proto.get("size"), proto.get("size"),
         proto.get("seed")))

@@ -5,6 +5,9 @@ For every model in a bundle it runs every stage available here on the same prepr
   host:   eager PyTorch (the reference), BN-folded PyTorch, the bundle's FP32 ONNX and its ONNX
           Runtime INT8 model (when present)
   device: TensorRT engines found in the bundle (when TensorRT imports) and ONNX Runtime
+  opt-in: OpenVINO on the CPU (``openvino=True``, ``verify --openvino``): FP32, BF16 where the CPU
+          has AVX512_BF16/AMX-BF16, and the INT8 QDQ model; each row names the precision that
+          OpenVINO reports it compiled
 
 and reports, against the reference: top-1 agreement, cosine similarity of the logits (mean and
 minimum), and accuracy where the images are labelled (one folder per class). Where PyTorch cannot
@@ -140,6 +143,34 @@ def onnx_stages(bundle, record, threads=None):
     return stages, notes
 
 
+def openvino_stages(bundle, record, threads=None, isa=None):
+    """OpenVINO stages: fp32, bf16 (where the CPU runs it natively) and int8 (the QDQ model)."""
+    from deploy.cpu_isa import local_cpu_isa
+    from deploy.runners.openvino_runner import OpenVinoRunner, import_openvino
+
+    try:
+        import_openvino()
+    except BackendUnavailableError as exc:
+        return [], ["OpenVINO stages skipped: {}".format(exc.one_line())]
+    isa = isa or local_cpu_isa()
+    stages, notes = [], []
+    plan = [("onnx", "fp32"), ("onnx", "bf16"), ("int8_onnx", "int8")]
+    for key, precision in plan:
+        entry = record.get(key) or {}
+        if not entry.get("path"):
+            continue
+        if precision == "bf16" and not isa.bf16_dot:
+            notes.append("openvino-bf16 skipped: this CPU ({}) lacks AVX512_BF16 and AMX-BF16".format(isa.model))
+            continue
+        path = bundle.path(entry["path"])
+        if not os.path.isfile(path):
+            notes.append("openvino-{} skipped: {} is listed but missing".format(precision, entry["path"]))
+            continue
+        stages.append(Stage("openvino-" + precision, precision, "openvino", entry["path"],
+                            functools.partial(OpenVinoRunner, path, threads=threads, precision=precision)))
+    return stages, notes
+
+
 def tensorrt_stages(bundle, name):
     """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
     engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
@@ -234,8 +265,10 @@ def _fixed_batch(record):
     return first
 
 
-def verify_model(bundle, name, images, threads=None, progress=True):
-    """Run every stage of ``name`` on ``images``; return the model's report dict."""
+def verify_model(bundle, name, images, threads=None, progress=True, openvino=False):
+    """Run every stage of ``name`` on ``images``; return the model's report dict.
+
+    ``openvino``: also the OpenVINO stages (fp32, bf16 where native, int8)."""
     record = bundle.model(name)
     cfg = config_from_dict(record["preprocessing"])
     input_name = (record.get("input") or {}).get("name", "input")
@@ -245,7 +278,10 @@ def verify_model(bundle, name, images, threads=None, progress=True):
     notes = []
     stages, more = torch_stages(record, name)
     notes.extend(more)
-    for make in (lambda: onnx_stages(bundle, record, threads), lambda: tensorrt_stages(bundle, name)):
+    makers = [lambda: onnx_stages(bundle, record, threads), lambda: tensorrt_stages(bundle, name)]
+    if openvino:
+        makers.append(lambda: openvino_stages(bundle, record, threads))
+    for make in makers:
         found, more = make()
         stages.extend(found)
         notes.extend(more)
@@ -296,8 +332,12 @@ def verify_model(bundle, name, images, threads=None, progress=True):
     ref = np.stack(outputs[reference.name])
     rows = []
     for stage in stages:
-        row = collections.OrderedDict([("stage", stage.name), ("precision", stage.precision),
+        # the precision that ran, where the runtime reports it (OpenVINO reads back its compiled model)
+        ran = getattr(runners.get(stage.name), "precision_ran", None)
+        row = collections.OrderedDict([("stage", stage.name), ("precision", ran or stage.precision),
                                        ("backend", stage.backend), ("source", stage.source)])
+        if ran and ran != stage.precision:
+            row["precision_requested"] = stage.precision
         if stage.name in errors:
             row["error"] = errors[stage.name]
         else:
@@ -318,7 +358,8 @@ def verify_model(bundle, name, images, threads=None, progress=True):
     return out
 
 
-def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, threads=None, progress=True):
+def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, threads=None, progress=True,
+                  openvino=False):
     """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report."""
     names = list(names or bundle.require_models())
     for name in names:
@@ -344,7 +385,8 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                               ("platform", platform.platform())])
     report["models"] = collections.OrderedDict()
     for name in names:
-        report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress)
+        report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress,
+                                              openvino=openvino)
         record = bundle.model(name)
         record["fidelity"] = collections.OrderedDict([
             ("report", REPORT_JSON), ("images", report["models"][name]["images"]),

@@ -62,6 +62,7 @@ class BuildOptions:
     dynamic_batch: bool = False
     force: bool = False
     precision: str | None = None                  # resolved precision, recorded in the manifest
+    precision_choice: dict | None = None          # cpu target: why that precision (deploy.cpu_isa.choice_record)
     threads: int = 1                              # torch / ONNX Runtime threads for the parity runs
     preprocess: dict[str, Any] | None = None      # overrides the card's mean/std/crop_pct/interpolation
 
@@ -581,6 +582,8 @@ def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
     bundle.manifest["models"] = models if models is not None else collections.OrderedDict()
     if options.precision:
         bundle.manifest["precision"] = options.precision
+    if options.precision_choice:
+        bundle.manifest["precision_choice"] = options.precision_choice
     results: list[ModelBuildResult] = []
     bar = None
     with contextlib.ExitStack() as stack:
