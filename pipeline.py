@@ -121,7 +121,8 @@ def _add_build(sub):
                         "(bare, or under a \"preprocessing\" key such as a training run's checkpoint sidecar)")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
-    p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
+    p.add_argument("--calib-count", type=int, default=None, metavar="N",
+                   help="int8 only: images to calibrate with (default 500)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 only: calibration method (default minmax)")
     p.set_defaults(func=_cmd_build, host_only=True)
@@ -175,13 +176,20 @@ def _cmd_build(args):
 
     target = get_target(args.target)
     precision = resolve_precision(target, args.precision or target.default_precision)
-    if args.calib_count < 1:
-        raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
-    from export.build import (BuildOptions, build_bundle, parse_weights_args, read_preprocess_override,
-                              remove_leftovers)
+    if precision != "int8" and (args.calib_images is not None or args.calib_count is not None):
+        raise UsageError("--calib-images and --calib-count apply to INT8 only, and this build is {}".format(precision),
+                         hint="add --precision int8, or leave the calibration options out")
+    calib_count = 500 if args.calib_count is None else args.calib_count
+    if calib_count < 1:
+        raise UsageError("--calib-count must be at least 1, got {}".format(calib_count), hint="e.g. 500")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty", hint="name the bundle folder, e.g. --out build/{}".format(target.name))
+    from export.build import (BuildOptions, build_bundle, check_build_folder, parse_weights_args,
+                              read_preprocess_override, remove_leftovers)
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
+    check_build_folder(out_dir)   # someone else's folder: refused before the lock file is made in it
     options = BuildOptions(
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
@@ -196,7 +204,7 @@ def _cmd_build(args):
             from calibration.stage import calibrate_bundle, summary_lines
 
             calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images,
-                                          count=args.calib_count, method=args.calib_method,
+                                          count=calib_count, method=args.calib_method,
                                           make_int8_onnx=(target.backend == "onnxruntime"), progress=not args.quiet)
             for line in summary_lines(calibrated):
                 print(line)
@@ -382,9 +390,13 @@ def _cmd_verify(args):
     from deploy.bundle import Bundle
     from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
 
-    bundle = Bundle.open(args.bundle or _only_bundle("verify", _bundles_under_build()))
-    report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
-                           threads=args.threads, progress=not args.quiet)
+    from deploy.bundle import writer_lock
+
+    root = args.bundle or _only_bundle("verify", _bundles_under_build())
+    with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
+        bundle = Bundle.open(root)
+        report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
+                               threads=args.threads, progress=not args.quiet)
     print(text_report(report))
     print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
     return EXIT_OK
@@ -441,7 +453,7 @@ def _bench_bundle_dir(args):
 
 def _cmd_bench(args):
     from deploy import bench
-    from deploy.bench_report import build_report, render_console, write_reports
+    from deploy.bench_report import build_report, check_report_dir, render_console, write_reports
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
 
@@ -469,14 +481,17 @@ def _cmd_bench(args):
         device = args.device or ("cuda" if cuda_available() else "cpu")
     if choice.fallback:
         LOG.warning("%s", choice.reason)
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty", hint="name the report folder, or leave --out out (BUNDLE/reports)")
+    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
+                                       "reports")
+    check_report_dir(out_dir)   # before the timed run, not after it
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
                                       progress=not args.quiet, optimized_model_dir=cache)
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
     report = build_report(env, protocol, results, extras)
-    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
-                                       "reports")
     paths = write_reports(out_dir, report, png=not args.no_png)
     print(render_console(report))
     print("wrote " + ", ".join(paths.values()))

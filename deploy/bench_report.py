@@ -7,10 +7,13 @@ Python 3.6-compatible; matplotlib is imported lazily and is optional (no PNG wit
 """
 import collections
 import io
+import json
 import logging
 import os
+import tempfile
 
-from deploy.atomic import write_bytes, write_json, write_text
+from deploy.atomic import write_files
+from deploy.errors import UsageError
 from deploy.report import format_markdown_table, format_table
 
 LOG = logging.getLogger(__name__)
@@ -281,9 +284,27 @@ def write_reports(out_dir, report, png=True):
     paths = collections.OrderedDict()
     paths["json"] = os.path.join(str(out_dir), "bench.json")
     paths["md"] = os.path.join(str(out_dir), "bench.md")
-    write_json(paths["json"], report)
-    write_text(paths["md"], markdown)
+    contents = collections.OrderedDict([(paths["json"], (json.dumps(report, indent=2) + "\n").encode("utf-8")),
+                                        (paths["md"], markdown.encode("utf-8"))])
     if image is not None:
         paths["png"] = os.path.join(str(out_dir), "bench.png")
-        write_bytes(paths["png"], image)
+        contents[paths["png"]] = image
+    write_files(contents)   # as a set: a full disk leaves the previous run's three files, not a mix
     return paths
+
+
+def check_report_dir(out_dir):
+    """Raise UsageError unless reports can be written in ``out_dir`` (made if missing): checked
+    before the timed run, so an unusable --out never costs the run."""
+    out_dir = str(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError("report folder {} exists and is not a folder".format(out_dir),
+                         hint="give --out a folder, or move that file away")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError("cannot write reports to {}: {}".format(out_dir, exc.strerror or exc),
+                         hint="give --out a writable folder")

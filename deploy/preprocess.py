@@ -65,15 +65,35 @@ PICK_SEED = 0  # the deterministic pick: the same folder always gives the same i
 
 def list_image_files(folder):
     # type: (str) -> list
-    """Every JPEG/PNG file under ``folder`` (recursive, hidden files and folders skipped), sorted."""
-    import os
+    """Every JPEG/PNG file under ``folder`` (recursive, hidden files and folders skipped), sorted.
 
-    found = []
+    Linked folders are followed once each (a link loop ends there) and each image counts once,
+    however many links lead to it; only regular files are listed: a FIFO or device named
+    ``x.jpg`` would block or never end when read."""
+    import os
+    import stat
+
+    found, seen_dirs, seen_files = [], set(), set()
     for root, dirs, files in os.walk(str(folder), followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                found.append(os.path.join(root, name))
+        real_root = os.path.realpath(root)
+        if real_root in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real_root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(root, d)) not in seen_dirs)
+        for name in sorted(files):
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError:   # a broken link
+                continue
+            real = os.path.realpath(path)
+            if regular and real not in seen_files:
+                seen_files.add(real)
+                found.append(path)
     return sorted(found)
 
 

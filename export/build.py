@@ -136,6 +136,8 @@ def check_output_dir(out_dir: str) -> None:
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise PipelineError(f"output folder {folder} exists and is not a folder",
                                 hint="choose another --out, or move that file away")
+        if folder != out_dir and not os.path.isdir(folder):
+            continue   # made when its first file is written: a failed first build leaves no empty models/
         try:
             os.makedirs(folder, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
@@ -146,9 +148,13 @@ def check_output_dir(out_dir: str) -> None:
                                 hint="choose a writable --out folder, or fix its permissions") from None
 
 
+MAX_SIZE = 2048   # the largest input side built: the authors' largest is 1024; 100000 would need 100+ GB
+
+
 def _check_shape_options(options: BuildOptions) -> None:
-    if options.size < 1:
-        raise UsageError(f"--size must be a positive number of pixels, got {options.size}", hint="e.g. --size 320")
+    if not 1 <= options.size <= MAX_SIZE:
+        raise UsageError(f"--size must be a number of pixels from 1 to {MAX_SIZE}, got {options.size}",
+                         hint="e.g. --size 320 (the Jetson Nano protocol) or 224")
     if options.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {options.batch}", hint="e.g. --batch 1")
     if options.num_classes is not None and options.num_classes < 1:
@@ -539,7 +545,33 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-WORK_DIR_PREFIX = ".build-"   # a build's private work folder inside the bundle
+WORK_DIR_PREFIX = ".pipeline-build-"   # a build's private work folder inside the bundle (mkdtemp adds 8 chars)
+
+
+def check_build_folder(out_dir: str) -> None:
+    """Refuse to build into an existing folder that holds anything but a bundle (or what a build of
+    ours left in it: the writer lock, an empty models/, a work folder). Build never writes, and
+    never cleans, in a folder of someone else's files."""
+    from deploy.bundle import LOCK_NAME, MANIFEST_NAME
+
+    if not os.path.isdir(out_dir) or os.path.isfile(os.path.join(out_dir, MANIFEST_NAME)):
+        return
+    others = []
+    for entry in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, entry)
+        if entry == LOCK_NAME and os.path.isfile(path):
+            continue
+        if entry == "models" and os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
+            continue
+        if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path) and not os.path.islink(path):
+            continue
+        others.append(entry)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise UsageError(f"--out {out_dir} is a folder that is not empty and not a bundle (no manifest.json; "
+                         f"it holds {shown})",
+                         hint="give a new or empty folder, or an existing bundle, as --out: build writes only "
+                              "there and never removes files it did not make")
 
 
 def remove_leftovers(out_dir: str) -> int:
@@ -549,15 +581,19 @@ def remove_leftovers(out_dir: str) -> int:
     A killed process (SIGKILL, power loss) cannot clean up after itself; call this only while
     holding the bundle's writer lock, so no other build is using them. Returns how many were removed.
     """
+    from deploy.bundle import MANIFEST_NAME
+
     if not os.path.isdir(out_dir):
         return 0
+    check_build_folder(out_dir)   # a folder of someone else's files: refused, nothing removed
+    is_bundle = os.path.isfile(os.path.join(out_dir, MANIFEST_NAME))
     removed = 0
     for entry in os.listdir(out_dir):
         path = os.path.join(out_dir, entry)
         if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
-    for folder in ("models", "calibration"):
+    for folder in ("models", "calibration") if is_bundle else ():
         path = os.path.join(out_dir, folder)
         for entry in os.listdir(path) if os.path.isdir(path) else ():
             if is_temp_name(entry):
