@@ -152,6 +152,8 @@ def _build_summary_rows(result):
         cos = min([s.get("cosine", 1.0) for s in stages.values()] or [1.0])
         parity = "ok {} stages, err<={:.1e} of range, cos>={:.6f}".format(len(stages), worst, cos) \
             if rec.get("parity", {}).get("passed") else "FAILED"
+        if item.reused:   # the graph was re-checked; parity is the build's record, not re-run
+            parity = "as built: " + parity
         bn = rec.get("bn_folding", {})
         kept = bn.get("left_as_batchnorm", 0)
         affine = len(bn.get("left", [])) - kept
@@ -655,6 +657,32 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: files already written are complete; partial files were removed\n")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        LOG.debug("traceback", exc_info=True)
+        sys.stderr.write("error: {}\n".format(_unexpected_error_line(exc, args)))
+        return EXIT_USAGE if isinstance(exc, ImportError) and getattr(args, "host_only", False) else EXIT_FAILURE
+
+
+def _unexpected_error_line(exc, args):
+    """One line for an error the library did not type: a full disk, memory, a missing host package."""
+    import errno
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, ImportError) and getattr(args, "host_only", False):
+        return ("`{}` runs on the host and needs its packages (models/, export/, calibration/, analysis/, "
+                "torch): {} (fix: run it on the x86 host with requirements.txt installed, then copy the bundle "
+                "here; on the device use engines, bench and verify)".format(args.command, first))
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("no space left on the device{} (fix: free some space and run the command again; files already "
+                "written are complete, partial ones were removed)".format(
+                    " writing " + str(exc.filename) if exc.filename else ""))
+    if isinstance(exc, MemoryError):
+        return ("out of memory (fix: a smaller --size, --batch or --iterations, or close other programs)")
+    if isinstance(exc, OSError):
+        return "{}{} (fix: check the path and its permissions)".format(
+            exc.strerror or first, ": " + str(exc.filename) if exc.filename else "")
+    return "{}: {} (fix: run with -v for the traceback, and report it if the input was valid)".format(
+        type(exc).__name__, first)
 
 
 if __name__ == "__main__":

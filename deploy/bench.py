@@ -79,10 +79,10 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
     (better where other work shares the cores); the other backends ignore it.
     """
     if not 1 <= int(iterations) <= MAX_ITERATIONS:
-        raise UsageError("--iterations must be from 1 to {} (got {})".format(MAX_ITERATIONS, iterations),
+        raise UsageError("--iterations must be at least 1 and at most {} (got {})".format(MAX_ITERATIONS, iterations),
                          hint="the authors' protocol times 500 iterations: --iterations 500")
     if warmup is not None and not 0 <= int(warmup) <= MAX_ITERATIONS:
-        raise UsageError("--warmup must be from 0 to {} (got {})".format(MAX_ITERATIONS, warmup))
+        raise UsageError("--warmup must be 0 or more, at most {} (got {})".format(MAX_ITERATIONS, warmup))
     if not 0 <= int(seed) <= MAX_SEED:
         raise UsageError("--seed must be from 0 to {} (got {})".format(MAX_SEED, seed),
                          hint="numpy's RandomState takes 32-bit seeds; the default is 0")
@@ -90,7 +90,7 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
         raise UsageError("the input side must be from 1 to {} pixels (got {}, from --size or the bundle's input "
                          "shape)".format(MAX_SIDE, size), hint="the protocol uses --size 320")
     if not 1 <= int(batch) <= MAX_BATCH:
-        raise UsageError("--batch must be from 1 to {} (got {})".format(MAX_BATCH, batch))
+        raise UsageError("--batch must be at least 1 and at most {} (got {})".format(MAX_BATCH, batch))
     if threads is not None and int(threads) < 1:
         raise UsageError("--threads must be at least 1 (got {})".format(threads))
     return BenchProtocol(int(iterations), default_warmup(iterations) if warmup is None else int(warmup), int(size),

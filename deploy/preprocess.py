@@ -22,15 +22,36 @@ PreprocessConfig = collections.namedtuple(
 # mean/std in 0..1 units on RGB; interpolation: "bilinear" or "bicubic".
 
 
+MAX_SIDE = 4096   # a larger input side is a damaged manifest, not a model
+
+
 def config_from_dict(d):
     # type: (dict) -> PreprocessConfig
-    return PreprocessConfig(
-        size=int(d["size"]),
-        crop_pct=float(d["crop_pct"]),
-        mean=tuple(float(v) for v in d["mean"]),
-        std=tuple(float(v) for v in d["std"]),
-        interpolation=str(d.get("interpolation", "bilinear")),
-    )
+    """The preprocessing a manifest records; BundleError when it is missing or out of range."""
+    from deploy.errors import BundleError
+
+    try:
+        cfg = PreprocessConfig(
+            size=int(d["size"]),
+            crop_pct=float(d["crop_pct"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            interpolation=str(d.get("interpolation", "bilinear")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError("the manifest's preprocessing record is incomplete or malformed ({}: {})".format(
+            type(exc).__name__, exc), hint="rebuild the bundle with `python pipeline.py build`")
+    problem = None
+    if not 1 <= cfg.size <= MAX_SIDE:
+        problem = "size {} is not from 1 to {}".format(cfg.size, MAX_SIDE)
+    elif not 0 < cfg.crop_pct <= 1:
+        problem = "crop_pct {} is not in (0, 1]".format(cfg.crop_pct)
+    elif len(cfg.mean) != 3 or len(cfg.std) != 3 or not all(v > 0 for v in cfg.std):
+        problem = "mean and std must be three numbers each, std positive"
+    if problem:
+        raise BundleError("the manifest's preprocessing is out of range: {}".format(problem),
+                          hint="rebuild the bundle with `python pipeline.py build`")
+    return cfg
 
 
 def config_to_dict(cfg):

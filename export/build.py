@@ -377,7 +377,7 @@ class MacCounter:
 # ------------------------------------------------------------------------------------------------
 # One model
 # ------------------------------------------------------------------------------------------------
-def _reusable(bundle: Bundle, name: str, key: str) -> dict[str, Any] | None:
+def _reusable(bundle: Bundle, name: str, key: str, options: BuildOptions) -> dict[str, Any] | None:
     record = bundle.manifest.get("models", {}).get(name)
     if not isinstance(record, dict) or record.get("build", {}).get("key") != key:
         return None
@@ -386,6 +386,22 @@ def _reusable(bundle: Bundle, name: str, key: str) -> dict[str, Any] | None:
         bundle.verify_file(entry.get("path", onnx_relpath(name)), entry.get("sha256"))
     except BundleError as exc:
         LOG.info("%s: cached ONNX not usable (%s); rebuilding", name, exc)
+        return None
+    # A matching sha256 proves only that the file is the one the manifest names, and a manifest can
+    # be edited: re-run the graph checks on what is reused (parity stays the recorded one, said so).
+    try:
+        import onnx
+
+        from export.opset_check import allowed_ops_for, check_graph
+
+        path = bundle.path(entry.get("path", onnx_relpath(name)))
+        onnx.checker.check_model(path, full_check=True)
+        allowed, strict = allowed_ops_for(options.target)
+        check_graph(onnx.load(path), opset=options.target.max_opset, allowed=allowed if strict else None,
+                    label=f"{name} (reused)", target_label=options.target.name)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
+        LOG.warning("%s: the ONNX file the manifest names fails its checks (%s); rebuilding it", name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
     return record
 
@@ -639,7 +655,7 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             bar.set_postfix_str(source.name)
         started = time.perf_counter()
         key = cache_key(source, options, versions)
-        record = None if options.force else _reusable(bundle, source.name, key)
+        record = None if options.force else _reusable(bundle, source.name, key, options)
         if record is not None:
             LOG.info("%s: inputs and options unchanged: reusing %s", source.name, record["onnx"]["path"])
             results.append(ModelBuildResult(source.name, True, time.perf_counter() - started, record))
