@@ -258,7 +258,8 @@ def _engines_after_build(args, bundle_dir, precision):
           "(engines are specific to the GPU and TensorRT version that build them):")
     print("  1. copy the code and the bundle to the device:")
     print("       rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/")
-    print("       rsync -a {}/ USER@DEVICE:hardnet/{}/".format(here, there))
+    # the excludes: a killed writer's temporary files and the writer lock are not part of the bundle
+    print("       rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/{}/".format(here, there))
     print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
     print("  2. on the device (see README 'On the Jetson' for what to install first):")
     print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(there, concrete))
