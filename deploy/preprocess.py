@@ -103,7 +103,7 @@ def list_image_files(folder):
         seen_dirs.add(real_root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and os.path.realpath(os.path.join(root, d)) not in seen_dirs)
-        for name in sorted(files):
+        for name in sorted(files, key=lambda n: (os.path.islink(os.path.join(root, n)), n)):   # files before links
             if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
                 continue
             path = os.path.join(root, name)
