@@ -217,6 +217,18 @@ class Bundle(object):
 FILE_KEYS = ("onnx", "int8_onnx", "calibration")   # the record entries that name a file of the bundle
 
 
+MAX_BATCH, MAX_SIDE = 1024, 4096   # beyond these a recorded input shape is damage, not a model
+
+
+def _plausible_input_shape(shape):
+    if not isinstance(shape, list) or len(shape) != 4:
+        return False
+    limits = (MAX_BATCH, 16, MAX_SIDE, MAX_SIDE)
+    # a dynamic dimension is a name (string) or null; a fixed one a positive int within the limit
+    return all(d is None or isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= top)
+               for d, top in zip(shape, limits))
+
+
 def _check_manifest_shape(manifest, path):
     """A manifest is an object whose target and models are objects and whose records are objects."""
     problem = None
@@ -236,9 +248,21 @@ def _check_manifest_shape(manifest, path):
                 for key in FILE_KEYS:
                     if record.get(key) is not None and not isinstance(record.get(key), dict):
                         problem = "has a {!r} entry of {} that is not an object".format(key, name)
+                shape = (record.get("input") or {}).get("shape") if isinstance(record.get("input"), dict) else None
+                if shape is not None and not _plausible_input_shape(shape):
+                    problem = "gives {} the input shape {!r} (expected N x 3 x H x W, N up to {}, sides up " \
+                              "to {})".format(name, shape, MAX_BATCH, MAX_SIDE)
     if problem:
         raise BundleError("{} {}: it is not a manifest this pipeline wrote".format(path, problem),
                           hint="rebuild the bundle with `python pipeline.py build`")
+    from deploy.preprocess import config_from_dict
+
+    for name, record in manifest.get("models", {}).items():
+        if record.get("preprocessing") is not None:
+            try:
+                config_from_dict(record["preprocessing"])
+            except BundleError as exc:
+                raise BundleError("{} ({} in {})".format(exc, name, path), hint=exc.hint)
 
 
 @contextlib.contextmanager

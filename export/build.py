@@ -663,11 +663,21 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             work_dir = tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=options.out_dir)
             try:
                 record, onnx_file = _build_one(source, options, versions, key, work_dir)
-                # Only now, with every check passed, replace the bundle's file and its record together.
+                # Only now, with every check passed, replace the bundle's file and its record together:
+                # the new file waits complete beside the old one until the manifest naming it is saved,
+                # so a failed save (a full disk) leaves the old file and the old manifest, in step.
                 with atomic_path(bundle.path(record["onnx"]["path"])) as tmp:
                     os.replace(onnx_file, tmp)
-                bundle.set_model(source.name, record)
-                bundle.save()
+                    previous = bundle.manifest["models"].get(source.name)
+                    bundle.set_model(source.name, record)
+                    try:
+                        bundle.save()
+                    except BaseException:
+                        if previous is None:
+                            del bundle.manifest["models"][source.name]
+                        else:
+                            bundle.set_model(source.name, previous)
+                        raise
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
             results.append(ModelBuildResult(source.name, False, time.perf_counter() - started, record))
