@@ -406,6 +406,19 @@ def _reusable(bundle: Bundle, name: str, key: str, options: BuildOptions) -> dic
     return record
 
 
+def _check_finite_weights(model, name: str, weights_path: str | None) -> None:
+    """NaN or inf in the weights is the checkpoint's fault, not a stage's: say so before any stage runs."""
+    import torch
+
+    from deploy.errors import WeightsError
+
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"{name}: the weights hold NaN or infinite values ({key})",
+                               hint=f"the checkpoint {weights_path or '(none)'} is damaged or its training diverged: "
+                                    "use another checkpoint")
+
+
 def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, Any],
                key: str, work_dir: str) -> tuple[dict[str, Any], str]:
     """Run every stage for one model in ``work_dir``; return (manifest record, path of the final ONNX)."""
@@ -431,6 +444,7 @@ def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, 
     LOG.info("%s: load (%s)", name, source.weights_path or "random weights")
     model, card, weights_record = source.load()
     model = model.eval()
+    _check_finite_weights(model, name, source.weights_path)
     params = sum(int(p.numel()) for p in model.parameters())
     lap("load")
 
