@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,7 +180,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}",
                            hint="check the file's permissions") from exc
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's multi-line note on a plain pickle's protocol: ours says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses a pickle that names a class or function ("Unsupported global: GLOBAL
         # pkg.Name ..."); any other unpickling failure is damage (e.g. "Unsupported operand 110").

@@ -56,7 +56,9 @@ def edit_manifest(root, change):
     path = os.path.join(str(root), "manifest.json")
     with open(path) as handle:
         manifest = json.load(handle, object_pairs_hook=collections.OrderedDict)
-    manifest = change(manifest) or manifest
+    replaced = change(manifest)   # edits in place, or returns a whole new document (a list, say)
+    if isinstance(replaced, (list, dict)):
+        manifest = replaced
     with open(path, "w") as handle:
         json.dump(manifest, handle)
 
