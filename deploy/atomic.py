@@ -114,6 +114,22 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def folder_write_problem(folder):
+    # type: (str) -> object
+    """None when ``folder`` exists or can be made, and a file can be created in it; else why not."""
+    folder = str(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return "exists and is not a folder"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return "cannot be written: {}".format(exc.strerror or exc)
+    return None
+
+
 def sha256_file(path, chunk_size=1 << 20):
     # type: (str, int) -> str
     digest = hashlib.sha256()

@@ -10,9 +10,8 @@ import io
 import json
 import logging
 import os
-import tempfile
 
-from deploy.atomic import write_files
+from deploy.atomic import folder_write_problem, write_files
 from deploy.errors import UsageError
 from deploy.report import format_markdown_table, format_table
 
@@ -296,15 +295,6 @@ def write_reports(out_dir, report, png=True):
 def check_report_dir(out_dir):
     """Raise UsageError unless reports can be written in ``out_dir`` (made if missing): checked
     before the timed run, so an unusable --out never costs the run."""
-    out_dir = str(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UsageError("report folder {} exists and is not a folder".format(out_dir),
-                         hint="give --out a folder, or move that file away")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError("cannot write reports to {}: {}".format(out_dir, exc.strerror or exc),
-                         hint="give --out a writable folder")
+    problem = folder_write_problem(out_dir)
+    if problem:
+        raise UsageError("report folder {} {}".format(out_dir, problem), hint="give --out a writable folder")

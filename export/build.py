@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from deploy.atomic import atomic_path, is_temp_name, sha256_file
+from deploy.atomic import atomic_path, folder_write_problem, is_temp_name, sha256_file
 from deploy.bundle import Bundle, onnx_relpath
 from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
@@ -138,14 +138,10 @@ def check_output_dir(out_dir: str) -> None:
                                 hint="choose another --out, or move that file away")
         if folder != out_dir and not os.path.isdir(folder):
             continue   # made when its first file is written: a failed first build leaves no empty models/
-        try:
-            os.makedirs(folder, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise PipelineError(f"cannot write to output folder {folder}: {exc.strerror or exc}",
-                                hint="choose a writable --out folder, or fix its permissions") from None
+        problem = folder_write_problem(folder)
+        if problem:
+            raise PipelineError(f"output folder {folder} {problem}",
+                                hint="choose a writable --out folder, or fix its permissions")
 
 
 MAX_SIZE = 2048   # the largest input side built: the authors' largest is 1024; 100000 would need 100+ GB

@@ -95,7 +95,7 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("not a folder")
     code, last = _run_bad(["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(blocker / "sub")],
                           capsys)
-    assert code == 1 and "cannot write to output folder" in last and "(fix: " in last
+    assert code == 1 and "cannot be written" in last and "(fix: " in last
     assert blocker.read_text() == "not a folder"
 
 
