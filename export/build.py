@@ -268,6 +268,9 @@ PREPROCESS_KEYS = ("mean", "std", "crop_pct", "interpolation")
 def read_preprocess_override(path: str) -> dict[str, Any]:
     """Read ``--preprocess FILE``: a JSON object with any of mean, std, crop_pct, interpolation,
     bare or under a "preprocessing" key (so a training run's checkpoint sidecar can be passed as is)."""
+    if os.path.exists(path) and not os.path.isfile(path):   # a FIFO or a device would block the read
+        raise UsageError(f"--preprocess {path} is not a regular file",
+                         hint="give a JSON file such as {\"mean\": [...], \"std\": [...], \"crop_pct\": 1.0}")
     try:
         with open(path) as handle:
             data = json.load(handle)

@@ -93,3 +93,15 @@ def test_commands_agree_on_bad_options(tmp_path, capsys, argv, expected):
     code, err, _ = run(["-q"] + [a.format(root=root) for a in argv], capsys)
     assert code == 2 and expected in err
     assert hashes(tmp_path) == before and sorted(os.listdir(str(tmp_path))) == ["b"]
+
+
+# new: other files a build reads -----------------------------------------------------------------
+@pytest.mark.parametrize("option, expected", [("--preprocess", "is not a regular file"),
+                                              ("--weights", "is not a file")])
+def test_a_fifo_given_as_an_input_file_is_refused_not_read(tmp_path, no_hang, capsys, option, expected):
+    fifo = tmp_path / "input.json"
+    os.mkfifo(str(fifo))
+    code, err, _ = run(["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32",
+                        option, str(fifo), "--out", str(tmp_path / "b")], capsys)
+    assert code in (1, 2) and expected in err and "fix:" in err
+    assert not (tmp_path / "b").exists()
