@@ -673,7 +673,7 @@ def _unexpected_error_line(exc, args):
         return ("`{}` runs on the host and needs its packages (models/, export/, calibration/, analysis/, "
                 "torch): {} (fix: run it on the x86 host with requirements.txt installed, then copy the bundle "
                 "here; on the device use engines, bench and verify)".format(args.command, first))
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return ("no space left on the device{} (fix: free some space and run the command again; files already "
                 "written are complete, partial ones were removed)".format(
                     " writing " + str(exc.filename) if exc.filename else ""))
