@@ -390,10 +390,8 @@ def _only_bundle(command, found, no_bundle_hint="build one first"):
 
 
 def _cmd_verify(args):
-    from deploy.bundle import Bundle
+    from deploy.bundle import Bundle, writer_lock
     from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
-
-    from deploy.bundle import writer_lock
 
     root = args.bundle or _only_bundle("verify", _bundles_under_build())
     with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
@@ -682,8 +680,8 @@ def _unexpected_error_line(exc, args):
     if isinstance(exc, OSError):
         return "{}{} (fix: check the path and its permissions)".format(
             exc.strerror or first, ": " + str(exc.filename) if exc.filename else "")
-    return "{}: {} (fix: run with -v for the traceback, and report it if the input was valid)".format(
-        type(exc).__name__, first)
+    return "{}: {} (fix: `python pipeline.py -v {} ...` shows the traceback; report it if the input was valid)".format(
+        type(exc).__name__, first, args.command)
 
 
 if __name__ == "__main__":

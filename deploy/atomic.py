@@ -109,9 +109,15 @@ def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj):
+    # type: (object) -> bytes
+    """The bytes write_json writes (for write_files)."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
 def write_json(path, obj):
     # type: (str, object) -> None
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_bytes(path, json_bytes(obj))
 
 
 def folder_write_problem(folder):

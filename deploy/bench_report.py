@@ -7,11 +7,10 @@ Python 3.6-compatible; matplotlib is imported lazily and is optional (no PNG wit
 """
 import collections
 import io
-import json
 import logging
 import os
 
-from deploy.atomic import folder_write_problem, write_files
+from deploy.atomic import folder_write_problem, json_bytes, write_files
 from deploy.errors import UsageError
 from deploy.report import format_markdown_table, format_table
 
@@ -283,7 +282,7 @@ def write_reports(out_dir, report, png=True):
     paths = collections.OrderedDict()
     paths["json"] = os.path.join(str(out_dir), "bench.json")
     paths["md"] = os.path.join(str(out_dir), "bench.md")
-    contents = collections.OrderedDict([(paths["json"], (json.dumps(report, indent=2) + "\n").encode("utf-8")),
+    contents = collections.OrderedDict([(paths["json"], json_bytes(report)),
                                         (paths["md"], markdown.encode("utf-8"))])
     if image is not None:
         paths["png"] = os.path.join(str(out_dir), "bench.png")

@@ -18,7 +18,6 @@ import collections
 import contextlib
 import functools
 import glob
-import json
 import logging
 import os
 import platform
@@ -27,7 +26,7 @@ import time
 
 import numpy as np
 
-from deploy.atomic import write_files
+from deploy.atomic import json_bytes, write_files
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
 from deploy.preprocess import (ImageError, config_from_dict, folder_label, list_image_files, pick_order,
                                preprocess_image, resize_side)
@@ -361,7 +360,7 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                                       ("accuracy", r.get("accuracy"))]))
                 for r in report["models"][name]["stages"])),
         ])
-    write_files({bundle.path(REPORT_JSON): (json.dumps(report, indent=2) + "\n").encode("utf-8"),
+    write_files({bundle.path(REPORT_JSON): json_bytes(report),
                  bundle.path(REPORT_MD): markdown_report(report).encode("utf-8")})
 
     def add_fidelity(manifest):
