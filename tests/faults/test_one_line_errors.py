@@ -122,3 +122,22 @@ def test_host_commands_in_the_device_layout(tmp_path, command):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "runs on the host" in proc.stderr and "fix:" in proc.stderr
     assert sorted(os.listdir(str(tmp_path))) == ["deploy", "pipeline.py"]
+
+
+@pytest.mark.parametrize("raised, expected", [
+    (MemoryError(), "error: out of memory (fix: a smaller --size, --batch or --iterations"),
+    (PermissionError(errno.EACCES, "Permission denied", "/some/file"), "error: Permission denied: /some/file (fix:"),
+    (ZeroDivisionError("division by zero"), "error: ZeroDivisionError: division by zero (fix: `python pipeline.py -v bench"),
+])
+def test_a_failure_no_library_code_foresaw_is_still_one_line(tmp_path, monkeypatch, capsys, raised, expected):
+    from deploy import bench
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(bench, "run_bench", fail)
+    root = verify_bundle_dir(tmp_path / "b")
+    before = hashes(root)
+    code, err, _ = run(["-q", "bench", root, "--backend", "onnxruntime"], capsys)
+    assert code == 1 and err.startswith(expected)
+    assert hashes(root) == before
