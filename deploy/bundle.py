@@ -273,7 +273,7 @@ def writer_lock(root, command, create=True):
     BundleError naming the holder, instead of interleaving its files and manifest with the first.
     The lock is advisory (fcntl.flock) and dies with its process, so a killed build never leaves
     the folder locked. ``create``: make a missing folder (and remove it again if the command left
-    nothing in it); otherwise a missing folder runs unlocked and the command reports it. Where
+    nothing in it); otherwise a folder that is not a bundle runs unlocked and the command reports it. Where
     flock is missing, or the folder cannot be made, the command runs unlocked (its own checks say why).
     """
     root = str(root)
@@ -284,8 +284,10 @@ def writer_lock(root, command, create=True):
         return
     created = not os.path.isdir(root)
     try:
-        if created and not create:
-            raise OSError("no folder {}".format(root))
+        if not create and not os.path.isfile(os.path.join(root, MANIFEST_NAME)) \
+                and not os.path.isfile(os.path.join(root, LOCK_NAME)):
+            # not a bundle (or none there): no lock file is made in someone else's folder
+            raise OSError("no bundle at {}".format(root))
         os.makedirs(root, exist_ok=True)
         handle = open(os.path.join(root, LOCK_NAME), "a+")
     except OSError as exc:

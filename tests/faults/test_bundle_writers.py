@@ -186,3 +186,14 @@ def test_the_printed_copy_command_leaves_temporary_files_behind(tmp_path, capsys
     out = capsys.readouterr().out
     assert code == 0
     assert "rsync -a --exclude '.*.tmp' --exclude .lock {}/".format(root) in out
+
+
+@pytest.mark.parametrize("command", ["verify", "engines"])
+def test_a_bundle_command_on_a_folder_that_is_not_a_bundle_leaves_no_lock_file(tmp_path, capsys, command):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.md").write_text("hello")
+    before = hashes(folder)
+    code, err, _ = run(["-q", command, str(folder)], capsys)
+    assert code == 1 and "it is not a bundle" in err
+    assert hashes(folder) == before and sorted(os.listdir(str(folder))) == ["notes.md"]
