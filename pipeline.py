@@ -570,12 +570,13 @@ def _analyze_sources(args):
 
 
 def _cmd_analyze(args):
-    from analysis.report import analyze_model, format_console, write_reports
+    from analysis.report import analyze_model, check_outputs, format_console, write_reports
     from analysis.roofline import get_hardware
     from deploy.targets import get_target
 
     get_target(args.target)  # unknown target names fail here, with the list
     hw = get_hardware(args.target, args.peak_gflops, args.bandwidth_gbs, args.precision)
+    check_outputs(args.json_path, args.out)   # before the export and analysis, not after
     graphs = _analyze_sources(args)
     analyses = [analyze_model(g.model, g.name, hw, args.precision, convention=args.convention, origin=g.origin,
                               family=g.family, published=g.published) for g in graphs]

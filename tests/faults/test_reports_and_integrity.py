@@ -139,3 +139,17 @@ def test_reuse_rechecks_the_file_it_reuses(tmp_path, capsys, caplog):
     code, err, out = run(argv, capsys)   # now reused: the row says parity is the recorded one
     row = next(line for line in out.splitlines() if line.startswith("mobilenetv2"))
     assert code == 0 and "reused" in row and "as built: ok 3 stages" in row
+
+
+@pytest.mark.parametrize("option", [["--out", "/proc/no/such/place"], ["--json", "/proc/no/such/a.json"],
+                                    ["--json", "FOLDER"]])
+def test_unusable_analyze_outputs_fail_before_the_analysis(tmp_path, monkeypatch, capsys, option):
+    from analysis import sources
+
+    root = verify_bundle_dir(tmp_path / "b")
+    monkeypatch.setattr(sources, "from_bundle", lambda *a, **k: pytest.fail("analysed before checking outputs"))
+    before = hashes(tmp_path)
+    option = [o.replace("FOLDER", str(tmp_path)) for o in option]
+    code, err, _ = run(["-q", "analyze", root] + option, capsys)
+    assert code == 2 and option[0] in err and "fix:" in err
+    assert hashes(tmp_path) == before
