@@ -139,7 +139,8 @@ def _add_build(sub):
                         "(bare, or under a \"preprocessing\" key such as a training run's checkpoint sidecar)")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
-    p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
+    p.add_argument("--calib-count", type=int, default=None, metavar="N",
+                   help="int8 only: images to calibrate with (default 500)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 only: calibration method (default minmax)")
     p.set_defaults(func=_cmd_build, host_only=True)
@@ -169,6 +170,8 @@ def _build_summary_rows(result):
         cos = min([s.get("cosine", 1.0) for s in stages.values()] or [1.0])
         parity = "ok {} stages, err<={:.1e} of range, cos>={:.6f}".format(len(stages), worst, cos) \
             if rec.get("parity", {}).get("passed") else "FAILED"
+        if item.reused:   # the graph was re-checked; parity is the build's record, not re-run
+            parity = "as built: " + parity
         bn = rec.get("bn_folding", {})
         kept = bn.get("left_as_batchnorm", 0)
         affine = len(bn.get("left", [])) - kept
@@ -198,13 +201,20 @@ def _cmd_build(args):
     if target.backend == "onnxruntime":
         from deploy.cpu_isa import choice_record as make_record, local_cpu_isa
         choice_record = make_record(choice, local_cpu_isa())
-    if args.calib_count < 1:
-        raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
-    from export.build import (BuildOptions, build_bundle, parse_weights_args, read_preprocess_override,
-                              remove_leftovers)
+    if precision != "int8" and (args.calib_images is not None or args.calib_count is not None):
+        raise UsageError("--calib-images and --calib-count apply to INT8 only, and this build is {}".format(precision),
+                         hint="add --precision int8, or leave the calibration options out")
+    calib_count = 500 if args.calib_count is None else args.calib_count
+    if calib_count < 1:
+        raise UsageError("--calib-count must be at least 1, got {}".format(calib_count), hint="e.g. 500")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty", hint="name the bundle folder, e.g. --out build/{}".format(target.name))
+    from export.build import (BuildOptions, build_bundle, check_build_folder, parse_weights_args,
+                              read_preprocess_override, remove_leftovers)
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
+    check_build_folder(out_dir)   # someone else's folder: refused before the lock file is made in it
     options = BuildOptions(
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
@@ -219,7 +229,7 @@ def _cmd_build(args):
             from calibration.stage import calibrate_bundle, summary_lines
 
             calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images,
-                                          count=args.calib_count, method=args.calib_method,
+                                          count=calib_count, method=args.calib_method,
                                           make_int8_onnx=(target.backend == "onnxruntime"), progress=not args.quiet)
             for line in summary_lines(calibrated):
                 print(line)
@@ -275,7 +285,8 @@ def _engines_after_build(args, bundle_dir, precision):
           "(engines are specific to the GPU and TensorRT version that build them):")
     print("  1. copy the code and the bundle to the device:")
     print("       rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/")
-    print("       rsync -a {}/ USER@DEVICE:hardnet/{}/".format(here, there))
+    # the excludes: a killed writer's temporary files and the writer lock are not part of the bundle
+    print("       rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/{}/".format(here, there))
     print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
     print("  2. on the device (see README 'On the Jetson' for what to install first):")
     print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(there, concrete))
@@ -408,12 +419,14 @@ def _only_bundle(command, found, no_bundle_hint="build one first"):
 
 
 def _cmd_verify(args):
-    from deploy.bundle import Bundle
+    from deploy.bundle import Bundle, writer_lock
     from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
 
-    bundle = Bundle.open(args.bundle or _only_bundle("verify", _bundles_under_build()))
-    report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
-                           threads=args.threads, progress=not args.quiet, openvino=args.openvino)
+    root = args.bundle or _only_bundle("verify", _bundles_under_build())
+    with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
+        bundle = Bundle.open(root)
+        report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
+                               threads=args.threads, progress=not args.quiet, openvino=args.openvino)
     print(text_report(report))
     print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
     return EXIT_OK
@@ -471,7 +484,7 @@ def _bench_bundle_dir(args):
 
 def _cmd_bench(args):
     from deploy import bench
-    from deploy.bench_report import build_report, render_console, write_reports
+    from deploy.bench_report import build_report, check_report_dir, render_console, write_reports
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
 
@@ -499,14 +512,17 @@ def _cmd_bench(args):
         device = args.device or ("cuda" if cuda_available() else "cpu")
     if choice.fallback:
         LOG.warning("%s", choice.reason)
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty", hint="name the report folder, or leave --out out (BUNDLE/reports)")
+    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
+                                       "reports")
+    check_report_dir(out_dir)   # before the timed run, not after it
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
                                       progress=not args.quiet, optimized_model_dir=cache)
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
     report = build_report(env, protocol, results, extras)
-    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
-                                       "reports")
     paths = write_reports(out_dir, report, png=not args.no_png)
     print(render_console(report))
     print("wrote " + ", ".join(paths.values()))
@@ -584,12 +600,13 @@ def _analyze_sources(args):
 
 
 def _cmd_analyze(args):
-    from analysis.report import analyze_model, format_console, write_reports
+    from analysis.report import analyze_model, check_outputs, format_console, write_reports
     from analysis.roofline import get_hardware
     from deploy.targets import get_target
 
     get_target(args.target)  # unknown target names fail here, with the list
     hw = get_hardware(args.target, args.peak_gflops, args.bandwidth_gbs, args.precision)
+    check_outputs(args.json_path, args.out)   # before the export and analysis, not after
     graphs = _analyze_sources(args)
     analyses = [analyze_model(g.model, g.name, hw, args.precision, convention=args.convention, origin=g.origin,
                               family=g.family, published=g.published) for g in graphs]
@@ -670,6 +687,32 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: files already written are complete; partial files were removed\n")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        LOG.debug("traceback", exc_info=True)
+        sys.stderr.write("error: {}\n".format(_unexpected_error_line(exc, args)))
+        return EXIT_USAGE if isinstance(exc, ImportError) and getattr(args, "host_only", False) else EXIT_FAILURE
+
+
+def _unexpected_error_line(exc, args):
+    """One line for an error the library did not type: a full disk, memory, a missing host package."""
+    import errno
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, ImportError) and getattr(args, "host_only", False):
+        return ("`{}` runs on the host and needs its packages (models/, export/, calibration/, analysis/, "
+                "torch): {} (fix: run it on the x86 host with requirements.txt installed, then copy the bundle "
+                "here; on the device use engines, bench and verify)".format(args.command, first))
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return ("no space left on the device{} (fix: free some space and run the command again; files already "
+                "written are complete, partial ones were removed)".format(
+                    " writing " + str(exc.filename) if exc.filename else ""))
+    if isinstance(exc, MemoryError):
+        return ("out of memory (fix: a smaller --size, --batch or --iterations, or close other programs)")
+    if isinstance(exc, OSError):
+        return "{}{} (fix: check the path and its permissions)".format(
+            exc.strerror or first, ": " + str(exc.filename) if exc.filename else "")
+    return "{}: {} (fix: `python pipeline.py -v {} ...` shows the traceback; report it if the input was valid)".format(
+        type(exc).__name__, first, args.command)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,12 @@ def bundle_input_size(bundle, names=None):
     return sides.pop() if len(sides) == 1 else DEFAULT_SIZE
 
 
+MAX_ITERATIONS = 10 ** 7   # every latency is kept: 10 million float64 are 80 MB (a day on the Nano)
+MAX_SEED = 2 ** 32 - 1     # numpy RandomState's range
+MAX_SIDE = 4096            # input side: the authors' largest is 1024
+MAX_BATCH = 1024
+
+
 def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE, batch=1, seed=DEFAULT_SEED,
                   threads=None, precision=None, spinning=True):
     """Validate the numbers and return a BenchProtocol (UsageError on nonsense).
@@ -73,15 +79,19 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
     ``spinning``: ONNX Runtime's idle worker threads spin (fastest on an idle machine) or park
     (better where other work shares the cores); the other backends ignore it.
     """
-    if int(iterations) < 1:
-        raise UsageError("--iterations must be at least 1 (got {})".format(iterations),
+    if not 1 <= int(iterations) <= MAX_ITERATIONS:
+        raise UsageError("--iterations must be at least 1 and at most {} (got {})".format(MAX_ITERATIONS, iterations),
                          hint="the authors' protocol times 500 iterations: --iterations 500")
-    if warmup is not None and int(warmup) < 0:
-        raise UsageError("--warmup must be 0 or more (got {})".format(warmup))
-    if int(size) < 1:
-        raise UsageError("--size must be positive (got {})".format(size), hint="the protocol uses --size 320")
-    if int(batch) < 1:
-        raise UsageError("--batch must be at least 1 (got {})".format(batch))
+    if warmup is not None and not 0 <= int(warmup) <= MAX_ITERATIONS:
+        raise UsageError("--warmup must be 0 or more, at most {} (got {})".format(MAX_ITERATIONS, warmup))
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UsageError("--seed must be from 0 to {} (got {})".format(MAX_SEED, seed),
+                         hint="numpy's RandomState takes 32-bit seeds; the default is 0")
+    if not 1 <= int(size) <= MAX_SIDE:
+        raise UsageError("the input side must be from 1 to {} pixels (got {}, from --size or the bundle's input "
+                         "shape)".format(MAX_SIDE, size), hint="the protocol uses --size 320")
+    if not 1 <= int(batch) <= MAX_BATCH:
+        raise UsageError("--batch must be at least 1 and at most {} (got {})".format(MAX_BATCH, batch))
     if threads is not None and int(threads) < 1:
         raise UsageError("--threads must be at least 1 (got {})".format(threads))
     return BenchProtocol(int(iterations), default_warmup(iterations) if warmup is None else int(warmup), int(size),
@@ -314,10 +324,7 @@ def plan_models(bundle, names, backend, precision, protocol):
                                            "use --precision fp32")
                 raise BundleError("model {} has no ONNX file in the manifest".format(name),
                                   hint="rebuild the bundle with `python pipeline.py build`")
-            if entry.get("sha256"):
-                path = bundle.verify_file(entry["path"], entry["sha256"])
-            else:
-                path = bundle.path(entry["path"])
+            path = bundle.verify_file(entry["path"], entry.get("sha256"))   # no sha256: refused
         elif backend == "tensorrt":
             from deploy.engines import find_engine
 

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from deploy.atomic import write_json, write_text
+from deploy.atomic import json_bytes, write_files
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
 from deploy.preprocess import (ImageError, config_from_dict, folder_label, list_image_files, pick_order,
                                preprocess_image, resize_side)
@@ -362,10 +362,15 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                   openvino=False):
     """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report."""
     names = list(names or bundle.require_models())
-    for name in names:
-        bundle.model(name)  # unknown name -> BundleError before any work
+    missing = [n for n in names if n not in bundle.model_names()]
+    if missing:   # a usage error, as bench --models says it (exit 2), before any work
+        raise UsageError("not in bundle {}: {}".format(bundle.root, ", ".join(missing)),
+                         hint="models in it: {}".format(", ".join(bundle.model_names()) or "none"))
     if count < 1:
         raise UsageError("--count must be at least 1, not {}".format(count))
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1 (got {})".format(threads),
+                         hint="leave it out for ONNX Runtime's default")
     bundle.verify(names)
     if images_dir is not None:
         images = folder_images(images_dir, count)
@@ -384,11 +389,12 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                               ("machine", platform.machine()),
                                               ("platform", platform.platform())])
     report["models"] = collections.OrderedDict()
+    fidelity = collections.OrderedDict()
+    verified_onnx = dict((name, bundle.model(name)["onnx"].get("sha256")) for name in names)
     for name in names:
         report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress,
                                               openvino=openvino)
-        record = bundle.model(name)
-        record["fidelity"] = collections.OrderedDict([
+        fidelity[name] = collections.OrderedDict([
             ("report", REPORT_JSON), ("images", report["models"][name]["images"]),
             ("image_source", source), ("reference", report["models"][name]["reference"]),
             ("stages", collections.OrderedDict(
@@ -396,9 +402,20 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                                       ("accuracy", r.get("accuracy"))]))
                 for r in report["models"][name]["stages"])),
         ])
-    write_json(bundle.path(REPORT_JSON), report)
-    write_text(bundle.path(REPORT_MD), markdown_report(report))
-    bundle.save()
+    write_files({bundle.path(REPORT_JSON): json_bytes(report),
+                 bundle.path(REPORT_MD): markdown_report(report).encode("utf-8")})
+
+    def add_fidelity(manifest):
+        # Only onto the records verified: a model rebuilt meanwhile keeps its new record untouched.
+        for name, entry in fidelity.items():
+            record = manifest.get("models", {}).get(name)
+            if isinstance(record, dict) and (record.get("onnx") or {}).get("sha256") == verified_onnx[name]:
+                record["fidelity"] = entry
+            else:
+                LOG.warning("%s changed while it was verified: its fidelity is not recorded; run verify again",
+                            name)
+
+    bundle.update_manifest(add_fidelity)
     return report
 
 

@@ -41,7 +41,7 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
     out = capsys.readouterr().out
     assert "TensorRT is not available here" in out
     assert "rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/" in out
-    assert "rsync -a {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
+    assert "rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
     assert "cd hardnet && python3 pipeline.py engines build/b --precision fp16" in out
     assert os.path.isfile(bundle.path("trtexec.sh"))
 

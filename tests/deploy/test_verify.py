@@ -143,7 +143,7 @@ def test_cli_verify_errors(bundle, tmp_path, capsys):
     assert "no JPEG/PNG images" in capsys.readouterr().err
     assert pipeline.main(["-q", "verify", str(tmp_path / "nowhere")]) == 1
     assert pipeline.main(["-q", "verify", bundle.root, "--count", "0"]) == 2
-    assert pipeline.main(["-q", "verify", bundle.root, "--model", "nope"]) == 1
+    assert pipeline.main(["-q", "verify", bundle.root, "--model", "nope"]) == 2   # as bench --models
     assert not os.path.exists(bundle.path(REPORT_JSON))
 
 

@@ -119,7 +119,7 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("not a folder")
     code, last = _run_bad(["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(blocker / "sub")],
                           capsys)
-    assert code == 1 and "cannot write to output folder" in last and "(fix: " in last
+    assert code == 1 and "cannot be written" in last and "(fix: " in last
     assert blocker.read_text() == "not a folder"
 
 
@@ -215,12 +215,12 @@ def test_bad_preprocess_file(bundle_dir, tmp_path, capsys, content, expected):
 
 
 def test_leftovers_of_a_killed_build_are_removed_by_the_next(bundle_dir, caplog):
-    work = bundle_dir / ".build-killed"
+    work = bundle_dir / ".pipeline-build-k1ll3d00"
     work.mkdir()
     (work / "mobilenetv2.onnx").write_bytes(b"half an export")
-    half = bundle_dir / "models" / ".mobilenetv2.onnx.k1ll3d.tmp"
+    half = bundle_dir / "models" / ".mobilenetv2.onnx.k1ll3d00.tmp"
     half.write_bytes(b"half a file")
-    report = bundle_dir / "reports" / ".bench.json.x.tmp"   # not the build's: bench may be writing it right now
+    report = bundle_dir / "reports" / ".bench.json.x1234567.tmp"   # not the build's: bench may be writing it right now
     report.parent.mkdir(exist_ok=True)
     report.write_text("{")
     before = snapshot(bundle_dir)
