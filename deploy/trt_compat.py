@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import re
+import threading
 from typing import TYPE_CHECKING, Any  # noqa: F401 (Any: type comments)
 
 import numpy as np
@@ -73,16 +74,39 @@ def require_pycuda():
     return cuda
 
 
+_PRIMARY_CONTEXTS = {}   # (pycuda.driver module, device index) -> retained primary context
+_PRIMARY_LOCK = threading.Lock()
+
+
+def primary_context(cuda, device_index=0):
+    """Device ``device_index``'s primary context, retained once per process and never detached.
+
+    Why not retain and detach per use: in pycuda 2022.1, ``detach()`` of a context that is not
+    current pushes it and only releases it (cuDevicePrimaryCtxRelease never pops), and detaching
+    it while current leaves it on the driver's stack too (src/cpp/cuda.hpp, context::detach), so
+    every detach leaves the context pushed on that thread. The CUDA runtime, which TensorRT uses,
+    holds the primary context for the life of the process anyway; one more reference costs nothing.
+    Users push it, work, free everything while it is current, and pop it: balanced on every thread.
+    """
+    key = (cuda, int(device_index))
+    with _PRIMARY_LOCK:
+        context = _PRIMARY_CONTEXTS.get(key)
+        if context is None:
+            context = cuda.Device(int(device_index)).retain_primary_context()
+            _PRIMARY_CONTEXTS[key] = context
+    return context
+
+
 @contextlib.contextmanager
 def cuda_context(device_index=0):
     """Make device ``device_index``'s primary context current on this thread, and pop it after.
 
-    The primary context is the one the CUDA runtime (and so TensorRT) uses; retaining and pushing
-    it per thread lets a runner or a calibrator work outside the main thread, which
-    ``import pycuda.autoinit`` does not.
+    The primary context is the one the CUDA runtime (and so TensorRT) uses; pushing it per thread
+    lets a runner or a calibrator work outside the main thread, which ``import pycuda.autoinit``
+    does not. Free what was allocated inside before leaving the block.
     """
     cuda = require_pycuda()
-    context = cuda.Device(device_index).retain_primary_context()
+    context = primary_context(cuda, device_index)
     context.push()
     try:
         yield context
@@ -213,6 +237,11 @@ class NamedTensorIO(object):
         # type: (tensorrt.IExecutionContext, TensorIO) -> tuple
         return dims_tuple(context.get_tensor_shape(tensor.name))
 
+    def profile_shapes(self, tensor):
+        # type: (TensorIO) -> tuple
+        """(min, opt, max) shapes of optimization profile 0 for input ``tensor``."""
+        return tuple(dims_tuple(d) for d in self.engine.get_tensor_profile_shape(tensor.name, 0))
+
     def bind(self, context, tensors, addresses):
         # type: (tensorrt.IExecutionContext, list, dict) -> None
         for tensor in tensors:
@@ -249,6 +278,9 @@ class IndexedTensorIO(object):
 
     def output_shape(self, context, tensor):
         return dims_tuple(getattr(context, "get_binding_shape")(tensor.index))
+
+    def profile_shapes(self, tensor):
+        return tuple(dims_tuple(d) for d in getattr(self.engine, "get_profile_shape")(0, tensor.index))
 
     def bind(self, context, tensors, addresses):
         bindings = [0] * len(tensors)
