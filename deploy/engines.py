@@ -519,7 +519,7 @@ def build_one(bundle, model, options, device, force=False, keep_verbose=False):
     sidecar.update(info)
     if cache is not None:
         sidecar["calibration"] = cache.status
-        sidecar["calibration_images"] = core.images_fed if cache.written else cache.images
+        sidecar["calibration_images"] = cache.images   # None: a cache of unknown origin (e.g. trtexec)
     if layers:
         write_text(bundle.path(report_relpath(engine_rel, ".layers.json")), layers)
         sidecar["layers_report"] = report_relpath(engine_rel, ".layers.json")

@@ -74,7 +74,7 @@ def require_pycuda():
     return cuda
 
 
-_PRIMARY_CONTEXTS = {}   # (pycuda.driver module, device index) -> retained primary context
+_PRIMARY_CONTEXTS = {}  # type: dict  # (pycuda.driver module, device index) -> retained primary context
 _PRIMARY_LOCK = threading.Lock()
 
 
