@@ -310,7 +310,8 @@ def make_trt_calibrator(stream, cache):
     from deploy.trt_compat import require_pycuda, require_tensorrt
 
     require_tensorrt()
-    cuda = require_pycuda()
+    require_pycuda()
+    import pycuda.driver as cuda
     import tensorrt as trt
 
     nbytes = int(np.prod(stream.batch_shape)) * np.dtype(np.float32).itemsize

@@ -350,13 +350,23 @@ def _load_timing_cache(config, path):
         cache = None
         LOG.warning("timing cache %s is unusable (%s): starting a new one", path, exc)
     if cache is None:
-        cache = config.create_timing_cache(b"")
+        cache = _new_timing_cache(config)
         state = "timing cache {} unusable: new one".format(os.path.basename(path))
     if not config.set_timing_cache(cache, False):
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
+        cache = _new_timing_cache(config)
+        if not config.set_timing_cache(cache, False):
+            return "timing cache refused by TensorRT: building without one"
         state = "timing cache {} from another device or version: new one".format(os.path.basename(path))
     return state
+
+
+def _new_timing_cache(config):
+    # type: (tensorrt.IBuilderConfig) -> tensorrt.ITimingCache
+    cache = config.create_timing_cache(b"")
+    if cache is None:   # TensorRT returns nullptr when it cannot make a cache at all
+        raise EngineBuildError("TensorRT could not create an empty timing cache",
+                               hint="see the build log in the bundle's reports/engines/")
+    return cache
 
 
 def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator, trt_logger,

@@ -20,11 +20,14 @@ Python 3.6-compatible; tensorrt and pycuda are imported in ``activate``.
 import logging
 import os
 import time
-from typing import Any  # noqa: F401 (type comments)
+from typing import TYPE_CHECKING, Any  # noqa: F401 (type comments)
 
 import numpy as np
 
 from deploy.runners.base import Runner, RunnerError, TensorMeta
+
+if TYPE_CHECKING:  # pragma: no cover - for mypy against the stubs only
+    import pycuda.driver
 
 LOG = logging.getLogger(__name__)
 
@@ -65,7 +68,8 @@ class TensorRTRunner(Runner):
         from deploy.trt_compat import primary_context, require_pycuda, require_tensorrt, tensor_io_for
 
         require_tensorrt()
-        cuda = require_pycuda()
+        require_pycuda()
+        import pycuda.driver as cuda
         import tensorrt as trt
 
         if not os.path.isfile(self.engine_path):
@@ -121,7 +125,8 @@ class TensorRTRunner(Runner):
         return batch
 
     def _allocate(self):
-        cuda = self._cuda
+        import pycuda.driver as cuda
+
         tensors = self._io.tensors()
         for tensor in tensors:   # inputs first: output shapes follow from them
             if tensor.is_input:
@@ -198,23 +203,26 @@ class TensorRTRunner(Runner):
 
         End to end = host->device copies + execute + device->host copies, stream synchronised.
         """
-        cuda = self._cuda
-        stream = self._stream
+        import pycuda.driver as cuda
+
+        stream = self._stream  # type: pycuda.driver.Stream
+        start = self._start  # type: pycuda.driver.Event
+        end = self._end  # type: pycuda.driver.Event
         self._cuda_context.push()
         try:
             started = time.perf_counter()
             for tensor in self._tensors:
                 if tensor.is_input:
                     cuda.memcpy_htod_async(self._device[tensor.name], self._host[tensor.name], stream)
-            self._start.record(stream)
+            start.record(stream)
             ok = self._io.execute(self._context, stream.handle)
-            self._end.record(stream)
+            end.record(stream)
             for tensor in self._tensors:
                 if not tensor.is_input:
                     cuda.memcpy_dtoh_async(self._host[tensor.name], self._device[tensor.name], stream)
             stream.synchronize()
             end_to_end_ms = (time.perf_counter() - started) * 1000.0
-            compute_ms = float(self._start.time_till(self._end))
+            compute_ms = float(start.time_till(end))
         finally:
             cuda.Context.pop()
         if not ok:
