@@ -80,7 +80,7 @@ def test_fp16_build_writes_engine_sidecar_log_layers_and_timing_cache(tmp_path, 
     log = open(bundle.path(engines.report_relpath(result.path, ".build.log"))).read()
     assert "[INFO] building with flags ['FP16']" in log and "tactic chatter" not in log
     layers = json.load(open(bundle.path(engines.report_relpath(result.path, ".layers.json"))))
-    assert layers["Layers"] == ["conv1", "fc"]
+    assert layers["Layers"] == ["conv1", "fc"] and layers["format"].endswith("JSON")
     assert os.path.isfile(bundle.path(engines.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1")))
     assert os.path.isfile(bundle.path("trtexec.sh"))
     assert os.path.isfile(bundle.path(summary["report"]))
@@ -207,7 +207,8 @@ def _assert_cuda_balanced():
     import sys
     driver = sys.modules["pycuda.driver"]
     assert driver.context_stack() == [] and driver.driver_stack() == []
-    assert driver.leaks == [] and all(a.freed for a in driver.allocations)
+    assert driver.leaks == [] and driver.live == {} and all(a.freed for a in driver.allocations)
+    assert driver.primary_refs.get(0, 0) <= 1
 
 
 @pytest.mark.parametrize("generation", GENERATIONS)
@@ -386,3 +387,20 @@ def test_new_calibration_data_means_new_calibration(tmp_path, fake_env):
     assert "calibration_sha256" in result.reason                         # the engine is rebuilt ...
     assert "other calibration input" in result.calibration               # ... and so is the cache
     assert ("calibrated_batches", 8) in trt.calls                    # 8 new images, one per batch
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_timing_cache_of_another_gpu_is_replaced(tmp_path, fake_env, generation):
+    trt = fake_env(generation)
+    bundle = trt_fakes.make_bundle(tmp_path / "b")
+    path = bundle.path(engines.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1"))
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as handle:
+        handle.write(b"TC:sm87")                            # written on an Orin
+    (result,), _ = engines.build_engines(bundle.root, "fp16")
+    assert _sidecar(bundle, result.path)["timing_cache"].endswith("from another device or version: new one")
+    assert open(path, "rb").read() == b"TC:sm53"
+    with open(path, "wb") as handle:
+        handle.write(b"garbage")
+    (result,), _ = engines.build_engines(bundle.root, "fp16", force=True)
+    assert _sidecar(bundle, result.path)["timing_cache"].endswith("unusable: new one")

@@ -36,8 +36,9 @@ def _expected(x):
 def _assert_balanced(driver):
     """Both context stacks (pycuda's and the driver's) empty on this thread; nothing leaked."""
     assert driver.context_stack() == [] and driver.driver_stack() == []
-    assert driver.leaks == []
+    assert driver.leaks == [] and driver.live == {}
     assert all(a.freed for a in driver.allocations)
+    assert driver.primary_refs.get(0, 0) <= 1            # the primary context retained once, at most
 
 
 @pytest.mark.parametrize("generation", GENERATIONS)
@@ -53,8 +54,11 @@ def test_infer_moves_data_through_host_and_device_buffers(tmp_path, fakes, gener
         assert runner.last_compute_ms == trt_fakes.EXECUTE_MS       # events around the execute only
         compute_ms, end_to_end_ms = runner.execute_timed()
         assert compute_ms == trt_fakes.EXECUTE_MS and end_to_end_ms >= 0.0
-        # executed on the runner's own stream, not the default stream
+        # executed, copied and timed on the runner's own stream, not the default stream
         assert ("execute", generation, runner._stream.handle) in trt.calls
+        assert {handle for _, handle in driver.calls} == {runner._stream.handle}
+        assert [op for op, _ in driver.calls[:4]] == [
+            "memcpy_htod_async", "event record", "event record", "memcpy_dtoh_async"]
         assert driver.context_stack() == [] and driver.driver_stack() == []   # every push popped
     _assert_balanced(driver)
 

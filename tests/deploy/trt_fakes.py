@@ -22,6 +22,7 @@ import json
 import sys
 import threading
 import types
+import weakref
 
 import numpy as np
 
@@ -33,7 +34,7 @@ EXECUTE_MS = 0.25          # fake GPU time of one execute; events around it meas
 # the fake GPU: device memory, streams, clock (shared by the fake pycuda and the fake TensorRT)
 # ------------------------------------------------------------------------------------------------
 MEMORY = {}                # device address -> bytearray (fixed size: allocations do not grow)
-STREAMS = {}               # stream handle -> fake pycuda Stream (TensorRT gets the handle only)
+STREAMS = weakref.WeakValueDictionary()   # stream handle -> live fake pycuda Stream (TensorRT gets the handle)
 CLOCK = [0.0]              # fake GPU time in ms
 _ADDRESSES = itertools.count(0x10000, 0x10000)
 _HANDLES = itertools.count(0xCA00)
@@ -89,6 +90,8 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
     driver.primary_refs = {}     # device -> cuDevicePrimaryCtxRetain count
     driver.leaks = []            # objects whose destructor could not activate their context
     driver.allocations = []
+    driver.live = {}             # id -> (kind) of context-dependent objects not yet destroyed
+    driver.calls = []            # (async operation, stream handle) in the order they were issued
     driver.initialised = [False]
 
     class Error(Exception):
@@ -133,11 +136,13 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
         def __init__(self, what):
             self._context = require_current(what)
             self._destroyed = False
+            driver.live[id(self)] = type(self).__name__
 
         def _destroy(self, release):
             if self._destroyed:
                 return
             self._destroyed = True
+            driver.live.pop(id(self), None)
             context = self._context
             if not context.valid or not context.alive():
                 driver.leaks.append((type(self).__name__, "cannot activate dead context"))
@@ -225,6 +230,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
             raise LogicError("cuMemcpyHtoDAsync: source is not page-locked (pagelocked_empty)")
         host_bytes(src, "cuMemcpyHtoDAsync")
         address = int(dest)
+        driver.calls.append(("memcpy_htod_async", stream.handle if stream is not None else 0))
         enqueue(stream.handle if stream is not None else 0, "memcpy_htod_async",
                 lambda: write_device(address, host_bytes(src, "cuMemcpyHtoDAsync")))
 
@@ -240,6 +246,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
         def work():
             data = read_device(address, dest.nbytes)
             np.copyto(dest, np.frombuffer(data, dtype=dest.dtype).reshape(dest.shape))
+        driver.calls.append(("memcpy_dtoh_async", stream.handle if stream is not None else 0))
         enqueue(stream.handle if stream is not None else 0, "memcpy_dtoh_async", work)
 
     class Stream(ContextDependent):
@@ -281,6 +288,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
 
             def work():
                 self.time = CLOCK[0]
+            driver.calls.append(("event record", stream.handle if stream is not None else 0))
             enqueue(stream.handle if stream is not None else 0, "event record", work)
             return self
 
@@ -392,6 +400,16 @@ class _PybindMeta(type):
         if not obj.__dict__.get("_pybind_initialised"):
             raise TypeError("{}.__init__() must be called when overriding __init__".format(cls.__mro__[-2].__name__))
         return obj
+
+
+class _Bound(object):
+    """pybind11 objects (no py::dynamic_attr) refuse attributes their class does not bind: setting
+    ``config.max_workspace_size`` on TensorRT 10 raises AttributeError instead of doing nothing."""
+
+    def __setattr__(self, name, value):
+        if not name.startswith("_") and not hasattr(type(self), name) and name not in getattr(self, "_fields", ()):
+            raise AttributeError("'{}' object has no attribute '{}'".format(type(self).__name__, name))
+        object.__setattr__(self, name, value)
 
 
 def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True, build_ok=True,
@@ -522,12 +540,12 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
     trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     trt.IInt8MinMaxCalibrator = IInt8MinMaxCalibrator
 
-    class Network(object):
+    class Network(_Bound):
         def __init__(self, flags):
             self._flags = flags
             self._input = None          # (name, shape) once a model is parsed
 
-    class OptimizationProfile(object):
+    class OptimizationProfile(_Bound):
         def __init__(self):
             self._shapes = {}
 
@@ -539,14 +557,14 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
                 raise RuntimeError("Shape provided for min is inconsistent with other shapes.")
             self._shapes[input] = (smin, sopt, smax)
 
-    class TimingCache(object):
+    class TimingCache(_Bound):
         def __init__(self, key):
             self._key = key
 
         def serialize(self):
             return memoryview(("TC:" + self._key).encode())   # IHostMemory: a buffer
 
-    class Config(object):
+    class Config(_Bound):
         def __init__(self):
             self._flags = set()
             self._calibrator = None
@@ -635,7 +653,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             self._workspace = value
         Config.max_workspace_size = property(_get_workspace, _set_workspace)
 
-    class OnnxParser(object):
+    class OnnxParser(_Bound):
         def __init__(self, network, logger):
             require_logger(logger, "OnnxParser")
             self._network, self._logger = network, logger
@@ -720,7 +738,9 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
         callback("write_calibration_cache", None, calibrator.write_calibration_cache, memoryview(text.encode()))
         return True
 
-    class Builder(object):
+    class Builder(_Bound):
+        _fields = ("platform_has_fast_fp16", "platform_has_fast_int8", "max_batch_size")
+
         def __init__(self, logger):
             require_logger(logger, "Builder")
             self._logger = logger
@@ -773,7 +793,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
     trt.OnnxParser = OnnxParser
 
     # -- runtime ------------------------------------------------------------------------------------
-    class Engine(object):
+    class Engine(_Bound):
         def __init__(self, blob, logger):
             self._logger = logger
             self._input_name, shape = blob["input"]
@@ -829,7 +849,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return list(self._profile or (self._shape,) * 3)
         Engine.get_tensor_profile_shape = get_tensor_profile_shape
 
-    class Context(object):
+    class Context(_Bound):
         def __init__(self, engine):
             self._engine = engine
             self._shapes = dict(engine._shapes)
@@ -909,13 +929,13 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
         Context.set_input_shape, Context.get_tensor_shape = set_input_shape, get_tensor_shape
         Context.set_tensor_address, Context.execute_async_v3 = set_tensor_address, execute_async_v3
 
-    class Inspector(object):
+    class Inspector(_Bound):
         def get_engine_information(self, format):
             # pyCore.cpp@8.2.1:865
             check_enum(format, trt.LayerInformationFormat, "get_engine_information")
             return json.dumps({"Layers": ["conv1", "fc"], "format": str(format)})
 
-    class Runtime(object):
+    class Runtime(_Bound):
         def __init__(self, logger):
             require_logger(logger, "Runtime")
             self._logger = logger
