@@ -197,7 +197,8 @@ class CalibrationCache(object):
         return data if isinstance(data, dict) else None
 
     def write(self, data, images=None):
-        """Write TensorRT's cache bytes; ``images``: how many images calibrated it (recorded)."""
+        """Write TensorRT's cache (bytes, or the memoryview TensorRT passes, copied here);
+        ``images``: how many images calibrated it (recorded)."""
         data = bytes(data)
         problem = cache_problem(data, self.calibrator)
         if problem:
@@ -274,9 +275,10 @@ class CalibratorCore(object):
             return None
 
     def write_calibration_cache(self, data):
-        # TensorRT passes a memoryview over its own buffer, valid only during this call: copy it.
+        # TensorRT passes a memoryview over its own buffer, valid only during this call:
+        # CalibrationCache.write copies it to bytes before anything else.
         try:
-            self.cache.write(bytes(data), images=self.images_fed)
+            self.cache.write(data, images=self.images_fed)
         except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
             self._fail("write_calibration_cache", exc)
 
