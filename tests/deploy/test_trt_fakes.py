@@ -131,11 +131,7 @@ def test_every_faked_call_cites_its_binding_source():
 # Functions of the fakes that are bookkeeping or the model of the GPU, not a binding call.
 HELPERS = {"context_stack", "driver_stack", "current_context", "require_current", "is_pinned", "host_bytes",
            "work", "run_queue", "alive", "callback", "enum", "check_enum", "require_logger", "log", "calibrate",
-           "install", "fake_onnx_bytes", "engine_bytes", "make_bundle", "get_binding_shape", "get_tensor_shape",
-           "init", "name", "compute_capability", "create_builder_config", "create_optimization_profile",
-           "create_execution_context", "create_engine_inspector", "get_timing_cache", "get_error", "num_errors",
-           "serialize", "int8_calibrator", "profiling_verbosity", "get_batch_size", "get_batch",
-           "read_calibration_cache", "write_calibration_cache", "mem_alloc"}
+           "install", "fake_onnx_bytes", "engine_bytes", "make_bundle"}
 
 
 # -- the fakes refuse what the real calls refuse ------------------------------------------------------

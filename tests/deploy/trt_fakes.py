@@ -188,6 +188,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
                 pass
 
     def mem_alloc(nbytes):
+        # wrap_cudadrv.cpp@v2022.1:1437 mem_alloc (a context_dependent device_allocation)
         allocation = DeviceAllocation(nbytes)
         driver.allocations.append(allocation)
         return allocation
@@ -362,9 +363,11 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
             self.index = index
 
         def name(self):
+            # wrap_cudadrv.cpp@v2022.1:1118 Device.name
             return device_name
 
         def compute_capability(self):
+            # wrap_cudadrv.cpp@v2022.1:1118 Device.compute_capability -> (major, minor)
             return capability
 
         def retain_primary_context(self):
@@ -373,6 +376,7 @@ def make_fake_pycuda(device_name="NVIDIA Tegra X1", capability=(5, 3)):
             return PrimaryContext(self.index)
 
     def init(flags=0):
+        # wrap_cudadrv.cpp@v2022.1:1112 init (Device() before it fails)
         driver.initialised[0] = True
 
     driver.init = init
@@ -519,15 +523,19 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             self._pybind_initialised = True
 
         def get_batch_size(self):
+            # pyInt8.cpp@8.2.1:35 getBatchSize: pure virtual, the application overrides it
             raise RuntimeError("Tried to call pure virtual function \"IInt8Calibrator::getBatchSize\"")
 
         def get_batch(self, names):
+            # pyInt8.cpp@8.2.1:163 get_batch (documentation binding; overridden)
             return []
 
         def read_calibration_cache(self):
+            # pyInt8.cpp@8.2.1:163 read_calibration_cache (documentation binding; overridden)
             return None
 
         def write_calibration_cache(self, cache):
+            # pyInt8.cpp@8.2.1:163 write_calibration_cache (documentation binding; overridden)
             return None
 
     class IInt8EntropyCalibrator2(IInt8Calibrator):
@@ -562,6 +570,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             self._key = key
 
         def serialize(self):
+            # pyCore.cpp@8.2.1:753 ITimingCache.serialize -> IHostMemory
             return memoryview(("TC:" + self._key).encode())   # IHostMemory: a buffer
 
     class Config(_Bound):
@@ -582,6 +591,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
 
         @property
         def int8_calibrator(self):
+            # pyCore.cpp@8.2.1:762
             return self._calibrator
 
         @int8_calibrator.setter
@@ -593,6 +603,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
 
         @property
         def profiling_verbosity(self):
+            # pyCore.cpp@8.2.1:797
             return self._verbosity
 
         @profiling_verbosity.setter
@@ -620,6 +631,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return True
 
         def get_timing_cache(self):
+            # pyCore.cpp@8.2.1:807 get_timing_cache
             return self._timing_cache
 
         def add_optimization_profile(self, profile):
@@ -661,6 +673,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
 
         @property
         def num_errors(self):
+            # pyOnnx.cpp@8.2.1:88 num_errors
             return len(self._errors)
 
         def parse(self, model, path=None):
@@ -685,6 +698,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return True
 
         def get_error(self, index):
+            # pyOnnx.cpp@8.2.1:89 get_error(index)
             return self._errors[index]
 
     def calibrate(logger, config, input_name, input_shape):
@@ -757,9 +771,11 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return Network(flags)
 
         def create_builder_config(self):
+            # pyCore.cpp@8.2.1:811 create_builder_config
             return Config()
 
         def create_optimization_profile(self):
+            # pyCore.cpp@8.2.1:829 create_optimization_profile
             return OptimizationProfile()
 
         def build_serialized_network(self, network, config):
@@ -814,9 +830,11 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return name
 
         def create_execution_context(self):
+            # pyCore.cpp@8.2.1:634 create_execution_context
             return Context(self)
 
         def create_engine_inspector(self):
+            # pyCore.cpp@8.2.1:690 create_engine_inspector
             return Inspector()
 
     if has_v2:
@@ -893,6 +911,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return self._set_shape(self._engine._names[index], shape)
 
         def get_binding_shape(self, binding):
+            # pyCore.cpp@8.2.1:617 get_binding_shape(binding)
             return self._shapes[self._engine._names[self._engine._index(binding)]]
 
         def execute_async_v2(self, bindings, stream_handle, input_consumed=None):
@@ -911,6 +930,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return self._set_shape(name, shape)
 
         def get_tensor_shape(self, name):
+            # pyCore.cpp@8.5.3:821 get_tensor_shape(name)
             return self._shapes[self._engine._name(name)]
 
         def set_tensor_address(self, name, memory):
