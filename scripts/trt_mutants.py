@@ -162,6 +162,8 @@ _M = [
      "static input calibrated in --calib-batch batches (TensorRT reads one image of each)"),
     ("deploy/engines.py", "            calib = (calibration_batch(record, options),) + smin[1:]",
      "            calib = smin", "calibration profile left at batch 1"),
+    ("deploy/engines.py", "            if not config.set_calibration_profile(calib_profile):",
+     "            if False:", "dynamic-batch INT8 without a calibration profile"),
     ("deploy/engines.py", "        config.int8_calibrator = calibrator\n", "",
      "INT8 without the calibrator"),
     ("deploy/engines.py", "    if check_callbacks is not None:\n        check_callbacks()\n", "",

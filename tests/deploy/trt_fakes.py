@@ -710,8 +710,9 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             log(logger, ILogger.Severity.ERROR, "INT8 requested but no calibrator set")
             return False
         if any(d < 0 for d in input_shape):
-            profile = config._calibration_profile or (None if generation == "8.2" else
-                                                     (config._profiles[0] if config._profiles else None))
+            # NvInfer.h@8.2.1:8258, @8.5.3:9053, @v10.13.0:9866: "Calibration optimization profile
+            # must be set if int8 calibration is used ... for a network with runtime dimensions"
+            profile = config._calibration_profile
             if profile is None or input_name not in profile._shapes:
                 log(logger, ILogger.Severity.ERROR, "Calibration profile must be set for a network with runtime dimensions")
                 return False
