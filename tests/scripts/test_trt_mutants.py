@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import trt_mutants  # noqa: E402
 
-SAMPLE = ["M22", "M30", "M37", "M54"]   # missing synchronize, missing pop, memoryview, unquoted shell
+SAMPLE = ["M22", "M30", "M37", "M54"]   # missing synchronize, missing pop, memoryview, unquoted shell (stable ids)
 SAMPLE_TESTS = ["tests/deploy/test_tensorrt_runner.py", "tests/deploy/test_calibrator.py",
                 "tests/deploy/test_trtexec.py"]
 
