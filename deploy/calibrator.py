@@ -277,6 +277,8 @@ class CalibratorCore(object):
     def write_calibration_cache(self, data):
         # TensorRT passes a memoryview over its own buffer, valid only during this call:
         # CalibrationCache.write copies it to bytes before anything else.
+        if self.error is not None:
+            return   # scales from a calibration that failed part-way must not be reused
         try:
             self.cache.write(data, images=self.images_fed)
         except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns

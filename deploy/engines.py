@@ -493,6 +493,7 @@ def build_one(bundle, model, options, device, force=False, keep_verbose=False):
     trt_logger = make_trt_logger(build_log)
     calibrator = core = cache = None
     started = time.time()
+
     def check_callbacks():
         if core is not None:
             core.raise_if_failed(model)

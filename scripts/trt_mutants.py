@@ -196,6 +196,9 @@ _M = [
     # (appended, so that the ids above stay stable: the CI sample names them)
     ("deploy/engines.py", "            if not config.set_calibration_profile(calib_profile):",
      "            if False:", "dynamic-batch INT8 without a calibration profile"),
+    ("deploy/calibrator.py", "        if self.error is not None:\n            return   # scales from a calibration",
+     "        if False:\n            return   # scales from a calibration",
+     "cache written from a calibration that failed part-way"),
 ]
 MUTANTS = [Mutant("M{:02d}".format(i), *m) for i, m in enumerate(_M, start=1)]
 

@@ -226,7 +226,7 @@ def test_int8_dynamic_batch_calibrates_through_the_calibration_profile(tmp_path,
 
 
 @pytest.mark.parametrize("generation", GENERATIONS)
-@pytest.mark.parametrize("broken", ["next_batch", "write", "read"])
+@pytest.mark.parametrize("broken", ["next_batch", "second_batch", "write", "read"])
 def test_calibration_callback_errors_are_raised_after_the_build_not_as_build_failures(
         tmp_path, fake_env, monkeypatch, generation, broken):
     """An exception must not leave a TensorRT callback (8.2 aborts the process; the fake raises
@@ -237,11 +237,15 @@ def test_calibration_callback_errors_are_raised_after_the_build_not_as_build_fai
     fake_env(generation)
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu")
 
-    def boom(*args, **kwargs):
+    real_next_batch = calibrator.CalibrationBatchStream.next_batch
+
+    def boom(self, *args, **kwargs):
+        if broken == "second_batch" and self.position == 0:
+            return real_next_batch(self)      # one good batch, then the failure: no cache from it
         raise OSError("disk full")
-    target = {"next_batch": calibrator.CalibrationBatchStream, "write": calibrator.CalibrationCache,
-              "read": calibrator.CalibrationCache}[broken]
-    monkeypatch.setattr(target, broken, boom)
+    target = {"next_batch": calibrator.CalibrationBatchStream, "second_batch": calibrator.CalibrationBatchStream,
+              "write": calibrator.CalibrationCache, "read": calibrator.CalibrationCache}[broken]
+    monkeypatch.setattr(target, "next_batch" if broken == "second_batch" else broken, boom)
     with pytest.raises(CalibrationError) as info:
         engines.build_engines(bundle.root, "int8")
     message = str(info.value)
