@@ -41,11 +41,11 @@ def _cmd_targets(args):
         rows.append([
             t.name, t.backend, t.compute_capability or "local", t.tensorrt or "installed",
             str(t.max_opset), ",".join(precisions), t.default_precision,
-            str(t.dla_cores), "{} GB".format(t.memory_gb) if t.memory_gb else "-",
+            "{} GB".format(t.memory_gb) if t.memory_gb else "-",
             "{} MiB".format(t.workspace_mib) if t.workspace_mib else "-",
         ])
     print(format_table(
-        ["target", "backend", "sm", "TensorRT", "opset<=", "precisions", "default", "DLA", "memory", "workspace"],
+        ["target", "backend", "sm", "TensorRT", "opset<=", "precisions", "default", "memory", "workspace"],
         rows))
     for t in list_targets():
         print("  {:<17} {}. {}".format(t.name, t.description, t.notes))
@@ -346,7 +346,8 @@ def _add_engines(sub):
     p.add_argument("--calibrator", choices=sorted(CALIBRATORS), default=DEFAULT_CALIBRATOR,
                    help="INT8 calibrator: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator)")
     p.add_argument("--calib-batch", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help="INT8 calibration batch size (whole batches only)")
+                   help="INT8 calibration batch for dynamic-batch models (whole batches only); a static "
+                        "input calibrates in its own batch, as TensorRT reads it (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=1, metavar="N",
                    help="largest batch of the optimization profile, for dynamic-batch models")
     p.add_argument("--models", default=None, metavar="A,B", help="only these models (default: all in the bundle)")

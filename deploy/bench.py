@@ -374,7 +374,7 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
             raise BackendUnavailableError("the TensorRT runner cannot be imported ({})".format(exc),
                                           hint="install TensorRT's Python bindings and pycuda, or use "
                                                "--backend onnxruntime")
-        return TensorRTRunner(plan.path)
+        return TensorRTRunner(plan.path, batch_size=protocol.batch)
     raise UsageError("unknown backend {!r}".format(backend))
 
 

@@ -22,7 +22,6 @@ TargetProfile = collections.namedtuple(
         "max_opset",          # highest ONNX opset the target's parser reads
         "fast_fp16",
         "fast_int8",
-        "dla_cores",
         "memory_gb",          # device memory (shared with the CPU on Jetsons); None: not fixed
         "workspace_mib",      # default TensorRT builder workspace
         "default_precision",
@@ -47,7 +46,6 @@ TARGETS = collections.OrderedDict(
             max_opset=13,
             fast_fp16=True,
             fast_int8=False,
-            dla_cores=0,
             memory_gb=4,
             workspace_mib=256,
             default_precision="fp16",
@@ -62,7 +60,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=True,
             fast_int8=True,
-            dla_cores=2,
             memory_gb=8,
             workspace_mib=1024,
             default_precision="int8",
@@ -77,7 +74,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=True,
             fast_int8=True,
-            dla_cores=0,
             memory_gb=8,
             workspace_mib=1024,
             default_precision="int8",
@@ -92,7 +88,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=True,
             fast_int8=True,
-            dla_cores=0,
             memory_gb=None,
             workspace_mib=2048,
             default_precision="fp16",
@@ -107,7 +102,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=False,
             fast_int8=True,
-            dla_cores=0,
             memory_gb=None,
             workspace_mib=0,
             default_precision="fp32",

@@ -334,3 +334,23 @@ def test_with_the_real_tensorrt_runner_on_fake_tensorrt(tmp_path, monkeypatch, c
         assert len(r["latencies_ms"]) == 6 and len(r["compute_latencies_ms"]) == 6
         assert r["compute_ms"]["mean"] >= 0 and r["latency_ms"]["mean"] > 0
     assert "GPU compute ms" in out
+
+
+@pytest.mark.parametrize("generation", ["8.2", "8.5", "10"])
+def test_tensorrt_bench_with_a_batch_on_a_dynamic_batch_engine(tmp_path, monkeypatch, capsys, generation):
+    """--batch N reaches the TensorRT runner, which sets it within the engine's profile."""
+    from tests.deploy import trt_fakes
+
+    trt = trt_fakes.make_fake_trt(generation)
+    trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
+    bundle = trt_fakes.make_bundle(tmp_path / "b", dynamic=True)
+    assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16", "--max-batch", "4"]) == 0
+    capsys.readouterr()
+    code, _, err = _run(["-q", "bench", bundle.root, "--size", "4", "--batch", "3", "--iterations", "4",
+                         "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle.root, "reports", "bench.json")))
+    assert report["results"][0]["input_shape"] == [3, 3, 4, 4]
+    code, _, err = _run(["-q", "bench", bundle.root, "--size", "4", "--batch", "5", "--iterations", "4",
+                         "--no-png"], capsys)
+    assert code == 1 and "batch 5 is outside" in err and "--max-batch 5" in err

@@ -15,7 +15,7 @@ def test_the_five_profiles():
     assert names == ["jetson-nano", "jetson-xavier-nx", "jetson-orin-nano", "x86-gpu", "cpu"]
     nano = get_target("jetson-nano")
     assert (nano.compute_capability, nano.tensorrt, nano.max_opset) == ("5.3", "8.2", 13)
-    assert nano.fast_fp16 and not nano.fast_int8 and nano.dla_cores == 0 and nano.memory_gb == 4
+    assert nano.fast_fp16 and not nano.fast_int8 and nano.memory_gb == 4
     assert nano.workspace_mib == 256
     assert get_target("cpu").backend == "onnxruntime"
     assert get_target("x86-gpu").compute_capability is None      # filled from the local GPU
