@@ -33,21 +33,38 @@ def _cmd_targets(args):
     from deploy.targets import list_targets, supported_precisions
     from deploy.report import format_table
 
+    from deploy.cpu_isa import cpu_target_precisions, local_cpu_isa
+
     rows = []
     for t in list_targets():
+        precisions = cpu_target_precisions(local_cpu_isa()) if t.backend == "onnxruntime" else supported_precisions(t)
         rows.append([
             t.name, t.backend, t.compute_capability or "local", t.tensorrt or "installed",
-            str(t.max_opset), ",".join(supported_precisions(t)), t.default_precision,
-            str(t.dla_cores), "{} GB".format(t.memory_gb) if t.memory_gb else "-",
+            str(t.max_opset), ",".join(precisions), t.default_precision,
+            "{} GB".format(t.memory_gb) if t.memory_gb else "-",
             "{} MiB".format(t.workspace_mib) if t.workspace_mib else "-",
         ])
     print(format_table(
-        ["target", "backend", "sm", "TensorRT", "opset<=", "precisions", "default", "DLA", "memory", "workspace"],
+        ["target", "backend", "sm", "TensorRT", "opset<=", "precisions", "default", "memory", "workspace"],
         rows))
     for t in list_targets():
         print("  {:<17} {}. {}".format(t.name, t.description, t.notes))
     _print_local_gpu()
+    _print_local_cpu()
     return EXIT_OK
+
+
+def _print_local_cpu():
+    """What the cpu target means on this machine: its vector ISA and the precisions it runs natively."""
+    from deploy.cpu_isa import choose_cpu_precision, local_cpu_isa, precision_support
+
+    isa = local_cpu_isa()
+    print("  this CPU: {} ({}): {}".format(isa.model, isa.arch, ", ".join(isa.features) or "no vector extensions found"))
+    print("    cpu precisions: {}".format("; ".join(
+        "{} {} ({})".format(p, "fast" if native else "slow" if p == "int8" else "no", why)
+        for p, native, why in precision_support(isa))))
+    best = choose_cpu_precision(isa, "best", backend="openvino")
+    print("    --precision best on the cpu target: {} ({})".format(best.precision, best.reason))
 
 
 def _print_local_gpu():
@@ -113,15 +130,17 @@ def _add_build(sub):
     p.add_argument("--size", type=int, default=320, metavar="N", help="square input side in pixels (default 320)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "best"],
-                   help="engine precision for the device (default: the target's default, fp16 on the Nano)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "best"],
+                   help="engine precision for the device (default: the target's default, fp16 on the Nano); "
+                        "bf16: cpu target with OpenVINO; best on the cpu target: chosen from the CPU flags")
     p.add_argument("--force", action="store_true", help="rebuild every model even when nothing changed")
     p.add_argument("--preprocess", default=None, metavar="FILE",
                    help="JSON with mean/std/crop_pct/interpolation replacing the model card's preprocessing "
                         "(bare, or under a \"preprocessing\" key such as a training run's checkpoint sidecar)")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
-    p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
+    p.add_argument("--calib-count", type=int, default=None, metavar="N",
+                   help="int8 only: images to calibrate with (default 500)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 only: calibration method (default minmax)")
     p.set_defaults(func=_cmd_build, host_only=True)
@@ -151,6 +170,8 @@ def _build_summary_rows(result):
         cos = min([s.get("cosine", 1.0) for s in stages.values()] or [1.0])
         parity = "ok {} stages, err<={:.1e} of range, cos>={:.6f}".format(len(stages), worst, cos) \
             if rec.get("parity", {}).get("passed") else "FAILED"
+        if item.reused:   # the graph was re-checked; parity is the build's record, not re-run
+            parity = "as built: " + parity
         bn = rec.get("bn_folding", {})
         kept = bn.get("left_as_batchnorm", 0)
         affine = len(bn.get("left", [])) - kept
@@ -169,24 +190,36 @@ def _build_summary_rows(result):
 
 
 def _cmd_build(args):
-    from deploy.targets import get_target, resolve_precision
+    from deploy.targets import get_target, resolve_precision_choice
     from deploy.bundle import default_bundle_dir, writer_lock
     from deploy.report import format_table
 
     target = get_target(args.target)
-    precision = resolve_precision(target, args.precision or target.default_precision)
-    if args.calib_count < 1:
-        raise UsageError("--calib-count must be at least 1, got {}".format(args.calib_count), hint="e.g. 500")
-    from export.build import (BuildOptions, build_bundle, parse_weights_args, read_preprocess_override,
-                              remove_leftovers)
+    choice = resolve_precision_choice(target, args.precision or target.default_precision)
+    precision = choice.precision
+    choice_record = None
+    if target.backend == "onnxruntime":
+        from deploy.cpu_isa import choice_record as make_record, local_cpu_isa
+        choice_record = make_record(choice, local_cpu_isa())
+    if precision != "int8" and (args.calib_images is not None or args.calib_count is not None):
+        raise UsageError("--calib-images and --calib-count apply to INT8 only, and this build is {}".format(precision),
+                         hint="add --precision int8, or leave the calibration options out")
+    calib_count = 500 if args.calib_count is None else args.calib_count
+    if calib_count < 1:
+        raise UsageError("--calib-count must be at least 1, got {}".format(calib_count), hint="e.g. 500")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty", hint="name the bundle folder, e.g. --out build/{}".format(target.name))
+    from export.build import (BuildOptions, build_bundle, check_build_folder, parse_weights_args,
+                              read_preprocess_override, remove_leftovers)
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
+    check_build_folder(out_dir)   # someone else's folder: refused before the lock file is made in it
     options = BuildOptions(
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
         num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
-        force=args.force, precision=precision,
+        force=args.force, precision=precision, precision_choice=choice_record,
         preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None)
     with writer_lock(out_dir, "pipeline.py build"):
         remove_leftovers(out_dir)
@@ -196,7 +229,7 @@ def _cmd_build(args):
             from calibration.stage import calibrate_bundle, summary_lines
 
             calibrated = calibrate_bundle(result.bundle, built, images_dir=args.calib_images,
-                                          count=args.calib_count, method=args.calib_method,
+                                          count=calib_count, method=args.calib_method,
                                           make_int8_onnx=(target.backend == "onnxruntime"), progress=not args.quiet)
             for line in summary_lines(calibrated):
                 print(line)
@@ -209,13 +242,17 @@ def _cmd_build(args):
     print("bundle: {} (target {}, opset {}, input {}x3x{}x{}{}, precision {})".format(
         out_dir, target.name, target.max_opset, args.batch, args.size, args.size,
         ", dynamic batch" if args.dynamic_batch else "", precision))
+    if choice.requested != choice.precision:
+        print("precision {} for --precision {}: {}".format(choice.precision, choice.requested, choice.reason))
     # _engines_after_build builds the engines here when TensorRT imports, else prints how to copy the
     # bundle to the device and build them there; the benchmark is the step after that.
     code = _engines_after_build(args, out_dir, precision)
     if target.backend == "tensorrt":
         print("then benchmark, on the device: python3 pipeline.py bench {}".format(out_dir))
+    elif precision == "bf16":
+        print("next: python pipeline.py bench {} --backend openvino --precision bf16".format(out_dir))
     else:
-        print("next: python pipeline.py bench {}".format(out_dir))
+        print("next: python pipeline.py bench {}{}".format(out_dir, " --precision int8" if precision == "int8" else ""))
     return code
 
 
@@ -248,7 +285,8 @@ def _engines_after_build(args, bundle_dir, precision):
           "(engines are specific to the GPU and TensorRT version that build them):")
     print("  1. copy the code and the bundle to the device:")
     print("       rsync -a pipeline.py deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/")
-    print("       rsync -a {}/ USER@DEVICE:hardnet/{}/".format(here, there))
+    # the excludes: a killed writer's temporary files and the writer lock are not part of the bundle
+    print("       rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/{}/".format(here, there))
     print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
     print("  2. on the device, set up once (installs what is missing, then checks with `doctor`):")
     print("       cd hardnet && sh scripts/setup-jetson.sh {}".format(there))
@@ -312,7 +350,8 @@ def _add_engines(sub):
     p.add_argument("--calibrator", choices=sorted(CALIBRATORS), default=DEFAULT_CALIBRATOR,
                    help="INT8 calibrator: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator)")
     p.add_argument("--calib-batch", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help="INT8 calibration batch size (whole batches only)")
+                   help="INT8 calibration batch for dynamic-batch models (whole batches only); a static "
+                        "input calibrates in its own batch, as TensorRT reads it (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=1, metavar="N",
                    help="largest batch of the optimization profile, for dynamic-batch models")
     p.add_argument("--models", default=None, metavar="A,B", help="only these models (default: all in the bundle)")
@@ -364,6 +403,8 @@ def _add_verify(sub):
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help="verify only this model (repeatable; default: every model in the bundle)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads")
+    p.add_argument("--openvino", action="store_true",
+                   help="also run OpenVINO on the CPU: fp32, bf16 (where the CPU has AVX512_BF16/AMX) and int8")
     p.set_defaults(func=_cmd_verify)
 
 
@@ -383,12 +424,14 @@ def _only_bundle(command, found, no_bundle_hint="build one first"):
 
 
 def _cmd_verify(args):
-    from deploy.bundle import Bundle
+    from deploy.bundle import Bundle, writer_lock
     from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
 
-    bundle = Bundle.open(args.bundle or _only_bundle("verify", _bundles_under_build()))
-    report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
-                           threads=args.threads, progress=not args.quiet)
+    root = args.bundle or _only_bundle("verify", _bundles_under_build())
+    with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
+        bundle = Bundle.open(root)
+        report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
+                               threads=args.threads, progress=not args.quiet, openvino=args.openvino)
     print(text_report(report))
     print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
     return EXIT_OK
@@ -408,8 +451,9 @@ def _add_bench(sub):
                         "--models ...)")
     p.add_argument("--backend", choices=("tensorrt", "onnxruntime", "torch", "openvino"), default=None,
                    help="runtime (default: tensorrt if it imports, else onnxruntime)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default=None,
-                   help="default: the target's default on TensorRT, fp32 on the CPU, fp16 with torch on CUDA")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8", "best"), default=None,
+                   help="default: the target's default on TensorRT, fp32 on the CPU, fp16 with torch on CUDA; "
+                        "bf16: --backend openvino on a CPU with AVX512_BF16/AMX; best on the CPU: from its flags")
     p.add_argument("--iterations", type=int, default=500, metavar="N", help="timed iterations (default 500)")
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="warm-up iterations before timing (default: 10%% of --iterations, 10..100)")
@@ -445,7 +489,7 @@ def _bench_bundle_dir(args):
 
 def _cmd_bench(args):
     from deploy import bench
-    from deploy.bench_report import build_report, render_console, write_reports
+    from deploy.bench_report import build_report, check_report_dir, render_console, write_reports
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
 
@@ -473,14 +517,17 @@ def _cmd_bench(args):
         device = args.device or ("cuda" if cuda_available() else "cpu")
     if choice.fallback:
         LOG.warning("%s", choice.reason)
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty", hint="name the report folder, or leave --out out (BUNDLE/reports)")
+    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
+                                       "reports")
+    check_report_dir(out_dir)   # before the timed run, not after it
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
                                       progress=not args.quiet, optimized_model_dir=cache)
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
     report = build_report(env, protocol, results, extras)
-    out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
-                                       "reports")
     paths = write_reports(out_dir, report, png=not args.no_png)
     print(render_console(report))
     print("wrote " + ", ".join(paths.values()))
@@ -689,12 +736,13 @@ def _analyze_sources(args):
 
 
 def _cmd_analyze(args):
-    from analysis.report import analyze_model, format_console, write_reports
+    from analysis.report import analyze_model, check_outputs, format_console, write_reports
     from analysis.roofline import get_hardware
     from deploy.targets import get_target
 
     get_target(args.target)  # unknown target names fail here, with the list
     hw = get_hardware(args.target, args.peak_gflops, args.bandwidth_gbs, args.precision)
+    check_outputs(args.json_path, args.out)   # before the export and analysis, not after
     graphs = _analyze_sources(args)
     analyses = [analyze_model(g.model, g.name, hw, args.precision, convention=args.convention, origin=g.origin,
                               family=g.family, published=g.published) for g in graphs]
@@ -776,6 +824,32 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: files already written are complete; partial files were removed\n")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        LOG.debug("traceback", exc_info=True)
+        sys.stderr.write("error: {}\n".format(_unexpected_error_line(exc, args)))
+        return EXIT_USAGE if isinstance(exc, ImportError) and getattr(args, "host_only", False) else EXIT_FAILURE
+
+
+def _unexpected_error_line(exc, args):
+    """One line for an error the library did not type: a full disk, memory, a missing host package."""
+    import errno
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, ImportError) and getattr(args, "host_only", False):
+        return ("`{}` runs on the host and needs its packages (models/, export/, calibration/, analysis/, "
+                "torch): {} (fix: run it on the x86 host with requirements.txt installed, then copy the bundle "
+                "here; on the device use engines, bench and verify)".format(args.command, first))
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return ("no space left on the device{} (fix: free some space and run the command again; files already "
+                "written are complete, partial ones were removed)".format(
+                    " writing " + str(exc.filename) if exc.filename else ""))
+    if isinstance(exc, MemoryError):
+        return ("out of memory (fix: a smaller --size, --batch or --iterations, or close other programs)")
+    if isinstance(exc, OSError):
+        return "{}{} (fix: check the path and its permissions)".format(
+            exc.strerror or first, ": " + str(exc.filename) if exc.filename else "")
+    return "{}: {} (fix: `python pipeline.py -v {} ...` shows the traceback; report it if the input was valid)".format(
+        type(exc).__name__, first, args.command)
 
 
 if __name__ == "__main__":

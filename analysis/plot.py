@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import logging
 
-from deploy.atomic import atomic_path
+from deploy.atomic import write_bytes
 
 LOG = logging.getLogger(__name__)
 
 
 def plot_roofline(analysis, path: str) -> str:
-    """Left: MoC of every counted convolution, in graph order, against the threshold line.
-    Right: the classic roofline (attainable MAC/s against MoC) with each layer on it."""
+    """Write ``render_roofline(analysis)`` to ``path`` atomically; return the path."""
+    write_bytes(path, render_roofline(analysis))
+    LOG.info("wrote %s", path)
+    return path
+
+
+def render_roofline(analysis) -> bytes:
+    """The chart as PNG bytes. Left: MoC of every counted convolution, in graph order, against the
+    threshold line. Right: the classic roofline (attainable MAC/s against MoC) with each layer on it."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,8 +76,7 @@ def plot_roofline(analysis, path: str) -> str:
     ax2.set_title(f"{analysis.target} {analysis.precision}: roofline")
     ax2.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    LOG.info("wrote %s", path)
-    return path
+    return buffer.getvalue()

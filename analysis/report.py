@@ -14,7 +14,7 @@ import onnx
 from analysis.cio import counts_macs, layer_cio, moc
 from analysis.graph import analyze_graph
 from analysis.roofline import BYTES_PER_ELEMENT, Hardware, check_precision, layer_time, ridge_moc
-from deploy.atomic import write_json, write_text
+from deploy.atomic import json_bytes, write_files
 from deploy.report import format_markdown_table, format_table
 
 LOG = logging.getLogger(__name__)
@@ -257,20 +257,32 @@ def to_json(analyses: list[ModelAnalysis], hw: Hardware, with_layers: bool = Tru
 
 def write_reports(analyses: list[ModelAnalysis], hw: Hardware, *, json_path: str | None = None,
                   out_dir: str | None = None, command: str = "", plots: bool = True) -> list[str]:
-    """Write the JSON (``json_path``), and the Markdown and one roofline PNG per model (``out_dir``)."""
-    written = []
+    """Write the JSON (``json_path``), and the Markdown and one roofline PNG per model (``out_dir``),
+    as a set: everything is rendered first, and a failure (a full disk) leaves the previous files."""
+    contents: dict[str, bytes] = {}
     if json_path:
-        write_json(json_path, to_json(analyses, hw))
-        written.append(json_path)
+        contents[json_path] = json_bytes(to_json(analyses, hw))
     if out_dir:
-        md = os.path.join(out_dir, "analyze.md")
-        write_text(md, format_markdown(analyses, hw, command))
-        written.append(md)
+        contents[os.path.join(out_dir, "analyze.md")] = format_markdown(analyses, hw, command).encode("utf-8")
         if plots:
-            from analysis.plot import plot_roofline
+            from analysis.plot import render_roofline
 
             for a in analyses:
                 path = os.path.join(out_dir, f"roofline_{a.model}_{a.target}_{a.precision}_{_side(a)}.png")
-                plot_roofline(a, path)
-                written.append(path)
-    return written
+                contents[path] = render_roofline(a)
+    write_files(contents)
+    return list(contents)
+
+
+def check_outputs(json_path: str | None, out_dir: str | None) -> None:
+    """UsageError unless the outputs can be written: checked before the (slow) analysis."""
+    from deploy.atomic import folder_write_problem
+    from deploy.errors import UsageError
+
+    for option, folder in (("--json", os.path.dirname(os.path.abspath(json_path)) if json_path else None),
+                           ("--out", out_dir)):
+        problem = folder and folder_write_problem(folder)
+        if problem:
+            raise UsageError(f"{option}: folder {folder} {problem}", hint=f"give {option} a writable place")
+    if json_path and os.path.isdir(json_path):
+        raise UsageError(f"--json {json_path} is a folder", hint="give --json a file name, e.g. analyze.json")

@@ -72,7 +72,7 @@ def from_bundle(root: str, names: list[str] | None, size: int | None) -> list[Gr
         if not entry.get("path"):
             raise BundleError(f"model {name!r} in bundle {root} has no ONNX file recorded",
                               hint="rebuild the bundle with `python pipeline.py build`")
-        path = bundle.verify_file(entry["path"], entry["sha256"]) if entry.get("sha256") else bundle.path(entry["path"])
+        path = bundle.verify_file(entry["path"], entry.get("sha256"))   # no sha256: refused
         graph = load(path)
         if size:
             graph = set_input_size(graph, size)

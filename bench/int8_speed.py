@@ -10,8 +10,11 @@ them), calibrate on --calib-count generic images (MinMax) to get models/<name>.i
 batch-1 inference of both ONNX models in ONNX Runtime, two ways: plain sessions (every ONNX Runtime
 default: the goal's comparison) and the CPU fallback's tuned runner (what `bench` uses: for FP32
 that includes the NCHWc channel padding and Concat split, which do not apply to a QDQ graph).
-Warm-up first; medians of --iterations runs, the four variants' rounds interleaved so a busy
-machine hurts them alike.
+Warm-up first; medians of --iterations runs, the four variants' rounds interleaved (--rounds,
+default 8) so a busy machine hurts them alike. Each speed-up comes with its 95 % bootstrap
+confidence interval over the rounds (deploy.stats.ratio_with_ci), and "INT8 faster" is said only
+where the interval excludes 1. The CPU model and its vector flags are printed with the table; on a
+CPU without an INT8 dot product (VNNI, AMX-INT8, ARM dotprod) the report says INT8 gains are limited.
 
 --profile adds ONNX Runtime's own per-node profile of both models (separate sessions, after the
 timing), summed per kind of layer: pointwise (1x1) convolutions, depthwise convolutions, the
@@ -111,19 +114,22 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=320)
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8; the CI is over rounds)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--calib-count", type=int, default=50)
     p.add_argument("--profile", action="store_true", help="also profile both models per kind of layer")
     args = p.parse_args(argv)
-    if args.iterations < 1 or args.warmup < 0 or args.calib_count < 1:
-        p.error("--iterations and --calib-count must be at least 1 and --warmup at least 0")
+    if args.iterations < 1 or args.warmup < 0 or args.calib_count < 1 or args.rounds < 1:
+        p.error("--iterations, --rounds and --calib-count must be at least 1 and --warmup at least 0")
     logging.basicConfig(level=logging.WARNING)
 
     import onnxruntime as ort
 
     from calibration.stage import calibrate_bundle
     from deploy.bundle import Bundle
+    from deploy.cpu_isa import isa_summary, local_cpu_isa
     from deploy.environment import cpu_model
+    from deploy.stats import ratio_with_ci
     from deploy.report import format_markdown_table
     from deploy.targets import get_target
     from export.build import BuildOptions, build_bundle
@@ -147,28 +153,35 @@ def main(argv=None):
                 steps[precision] = functools.partial(plain.run, None, feed)
             for precision, path in paths.items():
                 steps[precision + " tuned"] = tuned_step(path, feed, args.threads, os.path.join(scratch, "cache"))
-            times = collections.OrderedDict((k, []) for k in steps)
+            rounds = collections.OrderedDict((k, []) for k in steps)
             for step in steps.values():
                 time_round(step, args.warmup)
-            rounds = 5
-            for _ in range(rounds):
+            for _ in range(args.rounds):
                 for key, step in steps.items():
-                    times[key] += time_round(step, max(1, args.iterations // rounds))
-            med = {k: statistics.median(v) for k, v in times.items()}
+                    rounds[key].append(time_round(step, max(1, args.iterations // args.rounds)))
+            med = {k: statistics.median([t for block in v for t in block]) for k, v in rounds.items()}
+            plain = ratio_with_ci(rounds["fp32"], rounds["int8"])
+            tuned = ratio_with_ci(rounds["fp32 tuned"], rounds["int8 tuned"])
             rows.append([name] + ["{:.1f}".format(med[k]) for k in ("fp32", "int8")]
                         + ["{:.2f}x".format(med["fp32"] / med["int8"])]
                         + ["{:.1f}".format(med[k]) for k in ("fp32 tuned", "int8 tuned")]
-                        + ["{:.2f}x".format(med["fp32 tuned"] / med["int8 tuned"])])
+                        + ["{:.2f}x".format(med["fp32 tuned"] / med["int8 tuned"])]
+                        + ["{:.2f}x ({:.2f}-{:.2f}) {}".format(e.ratio, e.low, e.high, e.verdict)
+                           for e in (plain, tuned)])
             del steps   # no idle thread pools beside the next model's (or the profiled) sessions
             if args.profile:
                 profiles[name] = {precision: profile_kinds(path, feed, args.threads, max(10, args.iterations // 4))
                                   for precision, path in paths.items()}
-    print("ONNX Runtime {} on {} ({} CPU cores seen), batch 1, {}x{}, {} iterations, threads {}; medians in ms".format(
-        ort.__version__, cpu_model(), os.cpu_count(), args.size, args.size, args.iterations,
-        args.threads or "default"))
+    isa = local_cpu_isa()
+    print("ONNX Runtime {} on {} ({} CPU cores seen), batch 1, {}x{}, {} iterations in {} interleaved rounds, "
+          "threads {}; medians in ms".format(ort.__version__, cpu_model(), os.cpu_count(), args.size, args.size,
+                                             args.iterations, args.rounds, args.threads or "default"))
+    print("CPU ISA: {}".format(isa_summary(isa)))
+    if not isa.int8_dot:
+        print("this CPU has no INT8 dot product (VNNI, AMX-INT8 or ARM dotprod): INT8 gains are limited here")
     print(format_markdown_table(
         ["model", "FP32 plain", "INT8 plain", "speed-up (plain)", "FP32 tuned runner", "INT8 tuned runner",
-         "speed-up (tuned)"], rows))
+         "speed-up (tuned)", "plain: geo-mean of rounds (95% CI), INT8 is", "tuned: (95% CI), INT8 is"], rows))
     if profiles:
         print("\nONNX Runtime profile, mean ms per inference by kind of layer (profiling overhead included):")
         table = []

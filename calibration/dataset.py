@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibration.images import ImageCache, ImageItem
-from deploy.atomic import atomic_path
+from deploy.atomic import atomic_path, scratch_path
 from deploy.errors import CalibrationError
 from deploy.preprocess import (ImageError, PreprocessConfig, check_calibration_batches, preprocess_image,
                                resize_side)
@@ -45,12 +45,16 @@ def write_calibration_array(items: list[ImageItem], cfg: PreprocessConfig, count
         raise CalibrationError(f"calibration count must be at least 1, not {count}",
                                hint="pass --calib-count 500 (the default) or another positive number")
     rows = min(count, len(items))
+    if len(items) < count:
+        LOG.warning("the image folder holds %d image(s), fewer than the %d asked for: calibrating on at most %d "
+                    "(recorded in the manifest)", len(items), count, len(items))
     shape = (rows, 3, cfg.size, cfg.size)
     skipped: list[str] = []
     cache = ImageCache()
     min_side = resize_side(cfg)
     with atomic_path(out_path) as tmp:
-        scratch = tmp + ".rows"
+        # Named as atomic_path's temporaries are, so the next build's cleanup removes it if this one is killed.
+        scratch = scratch_path(out_path)
         try:
             data = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=shape)
             good = 0

@@ -118,7 +118,7 @@ def quantize_record(bundle: Bundle, name: str, method: str = "minmax", progress:
                                hint="calibrate first: python pipeline.py build ... --precision int8")
     calib_path = bundle.path(entry["path"])
     array = load_calibration_array(calib_path, shape, name)
-    if entry.get("sha256") and sha256_file(calib_path) != entry["sha256"]:
+    if sha256_file(calib_path) != entry.get("sha256"):   # a record without a sha256 is refused too
         raise CalibrationError(
             f"{entry['path']} does not match the manifest: it was replaced, perhaps by another model's data",
             hint=f"re-run calibration for {name}")
@@ -126,6 +126,7 @@ def quantize_record(bundle: Bundle, name: str, method: str = "minmax", progress:
     if not onnx_entry.get("path") or not os.path.isfile(bundle.path(onnx_entry["path"])):
         raise BundleError(f"{name} has no FP32 ONNX model in bundle {bundle.root}",
                           hint="rebuild the bundle with `python pipeline.py build`")
+    bundle.verify_file(onnx_entry["path"], onnx_entry.get("sha256"))
     rel = int8_onnx_relpath(name)
     info = quantize_onnx(bundle.path(onnx_entry["path"]), bundle.path(rel), array, method,
                          progress=progress, desc=f"int8 {name}")
@@ -144,8 +145,10 @@ def summary_lines(summaries: list[dict]) -> list[str]:
     lines = []
     for s in summaries:
         c = s["calibration"]
-        text = "{}: calibrated on {} image(s){} -> {}".format(
-            s["model"], c["count"], " ({} skipped)".format(c["skipped"]) if c.get("skipped") else "", c["path"])
+        text = "{}: calibrated on {} image(s){}{} -> {}".format(
+            s["model"], c["count"],
+            " (of {} asked for)".format(c["requested"]) if c.get("requested", c["count"]) > c["count"] else "",
+            " ({} skipped)".format(c["skipped"]) if c.get("skipped") else "", c["path"])
         if c.get("generic"):
             text += "  [GENERIC data, not your domain: pass --calib-images DIR]"
         if "int8_onnx" in s:

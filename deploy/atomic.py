@@ -7,16 +7,34 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 
 
 _TEMP_SUFFIX = ".tmp"
 
 
+# mkstemp's names: "." + the final name + "." + 8 random characters + ".tmp"; a user's own
+# ".draft.tmp" does not match, so cleanup never takes it for one of ours.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX) + "$")
+
+
 def is_temp_name(name):
     # type: (str) -> bool
     """Whether a file name is one of atomic_path's temporary files (a leftover if its writer died)."""
-    return name.startswith(".") and name.endswith(_TEMP_SUFFIX)
+    return bool(_TEMP_NAME.match(name))
+
+
+def scratch_path(path):
+    # type: (str) -> str
+    """A new, empty scratch file beside ``path`` named as atomic_path's temporaries are, so the
+    cleanup of an interrupted writer (is_temp_name) finds it. The caller removes it."""
+    folder = os.path.dirname(os.path.abspath(str(path))) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(str(path)) + ".scratch.", suffix=_TEMP_SUFFIX,
+                               dir=folder)
+    os.close(fd)
+    return tmp
 
 
 @contextlib.contextmanager
@@ -59,14 +77,63 @@ def write_bytes(path, data):
             os.fsync(handle.fileno())
 
 
+def write_files(contents):
+    # type: (dict) -> None
+    """Write several files as a set: {path: bytes}. Every file is written to its temporary first;
+    only when all are complete are they renamed into place, so a failure (a full disk, an
+    interrupt) leaves the previous set whole, never new files beside old ones."""
+    temps = []
+    try:
+        for path, data in contents.items():
+            folder = os.path.dirname(os.path.abspath(str(path))) or "."
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(str(path)) + ".", suffix=_TEMP_SUFFIX,
+                                       dir=folder)
+            temps.append((tmp, str(path)))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in temps:
+            os.chmod(tmp, _mode_for(path))
+        for tmp, path in temps:   # renames need no space: these do not fail where the writes did not
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
 def write_text(path, text):
     # type: (str, str) -> None
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj):
+    # type: (object) -> bytes
+    """The bytes write_json writes (for write_files)."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
 def write_json(path, obj):
     # type: (str, object) -> None
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_bytes(path, json_bytes(obj))
+
+
+def folder_write_problem(folder):
+    # type: (str) -> object
+    """None when ``folder`` exists or can be made, and a file can be created in it; else why not."""
+    folder = str(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return "exists and is not a folder"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return "cannot be written: {}".format(exc.strerror or exc)
+    return None
 
 
 def sha256_file(path, chunk_size=1 << 20):

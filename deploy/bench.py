@@ -10,7 +10,8 @@ Per backend:
                copies (``execute_timed``), both kept; stream and buffers are made before the loop.
   onnxruntime  models/<model>.onnx (fp32) or models/<model>.int8.onnx (int8) on the CPU, the
                fallback; tuned runner (deploy.runners.onnxruntime_runner), inputs/outputs pre-bound.
-  openvino     the same ONNX files with OpenVINO on the CPU (optional).
+  openvino     the same ONNX files with OpenVINO on the CPU (optional), with the precision hint matching
+               --precision (fp32, bf16, int8) and the precision it compiled read back into each row.
   torch        models re-created from the registry (host only): CPU fp32, or CUDA fp16 with
                channels-last and CUDA graphs; also works without a bundle (``models=[...]``).
 
@@ -65,6 +66,12 @@ def bundle_input_size(bundle, names=None):
     return sides.pop() if len(sides) == 1 else DEFAULT_SIZE
 
 
+MAX_ITERATIONS = 10 ** 7   # every latency is kept: 10 million float64 are 80 MB (a day on the Nano)
+MAX_SEED = 2 ** 32 - 1     # numpy RandomState's range
+MAX_SIDE = 4096            # input side: the authors' largest is 1024
+MAX_BATCH = 1024
+
+
 def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE, batch=1, seed=DEFAULT_SEED,
                   threads=None, precision=None, spinning=True):
     """Validate the numbers and return a BenchProtocol (UsageError on nonsense).
@@ -72,15 +79,19 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
     ``spinning``: ONNX Runtime's idle worker threads spin (fastest on an idle machine) or park
     (better where other work shares the cores); the other backends ignore it.
     """
-    if int(iterations) < 1:
-        raise UsageError("--iterations must be at least 1 (got {})".format(iterations),
+    if not 1 <= int(iterations) <= MAX_ITERATIONS:
+        raise UsageError("--iterations must be at least 1 and at most {} (got {})".format(MAX_ITERATIONS, iterations),
                          hint="the authors' protocol times 500 iterations: --iterations 500")
-    if warmup is not None and int(warmup) < 0:
-        raise UsageError("--warmup must be 0 or more (got {})".format(warmup))
-    if int(size) < 1:
-        raise UsageError("--size must be positive (got {})".format(size), hint="the protocol uses --size 320")
-    if int(batch) < 1:
-        raise UsageError("--batch must be at least 1 (got {})".format(batch))
+    if warmup is not None and not 0 <= int(warmup) <= MAX_ITERATIONS:
+        raise UsageError("--warmup must be 0 or more, at most {} (got {})".format(MAX_ITERATIONS, warmup))
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UsageError("--seed must be from 0 to {} (got {})".format(MAX_SEED, seed),
+                         hint="numpy's RandomState takes 32-bit seeds; the default is 0")
+    if not 1 <= int(size) <= MAX_SIDE:
+        raise UsageError("the input side must be from 1 to {} pixels (got {}, from --size or the bundle's input "
+                         "shape)".format(MAX_SIDE, size), hint="the protocol uses --size 320")
+    if not 1 <= int(batch) <= MAX_BATCH:
+        raise UsageError("--batch must be at least 1 and at most {} (got {})".format(MAX_BATCH, batch))
     if threads is not None and int(threads) < 1:
         raise UsageError("--threads must be at least 1 (got {})".format(threads))
     return BenchProtocol(int(iterations), default_warmup(iterations) if warmup is None else int(warmup), int(size),
@@ -245,11 +256,16 @@ def choose_backend(requested=None):
                                               "is the fallback".format(problem))
 
 
-def resolve_bench_precision(backend, requested, bundle=None, device="cpu"):
-    """The precision a backend runs, refusing what it cannot."""
-    if requested == "best":
-        requested = None
+def resolve_bench_precision(backend, requested, bundle=None, device="cpu", isa=None):
+    """The precision a backend runs, refusing what it cannot.
+
+    On the CPU backends ``best`` is chosen from the CPU flags (deploy.cpu_isa): INT8 where an INT8
+    dot product exists and the bundle has INT8 models, else BF16 with OpenVINO where the CPU has
+    BF16, else FP32. ``isa``: a CpuIsa (default: this machine's).
+    """
     if backend == "tensorrt":
+        if requested == "best":
+            requested = None
         from deploy.targets import get_target, resolve_precision, TARGETS
         target_name = bundle.target_name if bundle is not None else ""
         if target_name in TARGETS:
@@ -257,21 +273,30 @@ def resolve_bench_precision(backend, requested, bundle=None, device="cpu"):
             return resolve_precision(target, requested or target.default_precision)
         return requested or "fp16"
     if backend in CPU_BACKENDS:
-        if requested in (None, "fp32"):
-            return "fp32"
-        if requested == "int8":
-            return "int8"
-        raise PrecisionUnsupportedError(
-            "{} on the CPU runs fp32 or int8, not {}".format(backend, requested),
-            hint="use --precision fp32 (or int8 with models/<name>.int8.onnx in the bundle); fp16 needs TensorRT")
+        return resolve_cpu_bench_precision(backend, requested, bundle, isa).precision
     if backend == "torch":
-        if requested is None:
+        if requested in (None, "best"):
             return "fp16" if device == "cuda" else "fp32"
         if requested in ("fp32", "fp16"):
             return requested
         raise PrecisionUnsupportedError("the torch backend runs fp32 or fp16, not {}".format(requested),
                                         hint="use --precision fp32 on the CPU or fp16 on CUDA")
     raise UsageError("unknown backend {!r}".format(backend))
+
+
+def resolve_cpu_bench_precision(backend, requested, bundle=None, isa=None):
+    """A cpu_isa.PrecisionChoice for onnxruntime/openvino: fp32, int8, bf16 (OpenVINO, BF16 CPUs) or best."""
+    from deploy.cpu_isa import choose_cpu_precision, local_cpu_isa
+
+    requested = requested or "fp32"
+    if requested not in ("fp32", "int8", "bf16", "best"):
+        raise PrecisionUnsupportedError(
+            "{} on the CPU runs fp32, bf16 (OpenVINO) or int8, not {}".format(backend, requested),
+            hint="use --precision fp32 (or int8 with models/<name>.int8.onnx in the bundle); fp16 needs TensorRT")
+    isa = isa or local_cpu_isa()
+    int8_available = bundle is not None and all(
+        (bundle.model(name).get("int8_onnx") or {}).get("path") for name in bundle.model_names())
+    return choose_cpu_precision(isa, requested, backend, int8_available=int8_available)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,10 +324,7 @@ def plan_models(bundle, names, backend, precision, protocol):
                                            "use --precision fp32")
                 raise BundleError("model {} has no ONNX file in the manifest".format(name),
                                   hint="rebuild the bundle with `python pipeline.py build`")
-            if entry.get("sha256"):
-                path = bundle.verify_file(entry["path"], entry["sha256"])
-            else:
-                path = bundle.path(entry["path"])
+            path = bundle.verify_file(entry["path"], entry.get("sha256"))   # no sha256: refused
         elif backend == "tensorrt":
             from deploy.engines import find_engine
 
@@ -340,7 +362,7 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
                                  spinning=protocol.spinning)
     if backend == "openvino":
         from deploy.runners.openvino_runner import OpenVinoRunner
-        return OpenVinoRunner(plan.path, threads=protocol.threads)
+        return OpenVinoRunner(plan.path, threads=protocol.threads, precision=precision)
     if backend == "torch":
         from deploy.runners.torch_runner import TorchRunner
         return TorchRunner(plan.name, plan.input_shape, device=device, precision=precision,
@@ -352,7 +374,7 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
             raise BackendUnavailableError("the TensorRT runner cannot be imported ({})".format(exc),
                                           hint="install TensorRT's Python bindings and pycuda, or use "
                                                "--backend onnxruntime")
-        return TensorRTRunner(plan.path)
+        return TensorRTRunner(plan.path, batch_size=protocol.batch)
     raise UsageError("unknown backend {!r}".format(backend))
 
 
@@ -404,7 +426,16 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
     from deploy.tegrastats import TegrastatsSampler, tegrastats_available
 
     backend = backend_choice.name
-    precision = resolve_bench_precision(backend, protocol.precision, bundle, device)
+    choice = None
+    if backend in CPU_BACKENDS:
+        from deploy.cpu_isa import choice_record, local_cpu_isa
+
+        isa = local_cpu_isa()
+        choice = resolve_cpu_bench_precision(backend, protocol.precision, bundle, isa)
+        precision = choice.precision
+        choice = choice_record(choice, isa)
+    else:
+        precision = resolve_bench_precision(backend, protocol.precision, bundle, device)
     if names is None:
         if bundle is None:
             raise UsageError("no models to benchmark", hint="give a bundle folder or --models a,b")
@@ -442,7 +473,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
         if sampler is not None:
             sampler.stop()
     extras = {"backend": backend, "fallback": backend_choice.fallback, "fallback_reason": backend_choice.reason,
-              "precision": precision, "device": device,
+              "precision": precision, "precision_choice": choice, "device": device,
               "threads": protocol.threads or (physical_cores() if backend != "tensorrt" else None),
               "matmul_gflops": round(flops / 1e9, 2) if flops else None,
               "power_sampling": ("tegrastats" if sampler is not None else None)}
@@ -457,7 +488,9 @@ def _result(plan, backend, precision, protocol, timed, settings, flops, sampler,
     r = collections.OrderedDict()
     r["model"] = plan.name
     r["backend"] = backend
-    r["precision"] = precision
+    # the precision that ran, as the runtime reports it (OpenVINO: read back from the compiled model)
+    r["precision"] = settings.get("precision_ran") or precision
+    r["precision_requested"] = precision
     r["input_shape"] = list(plan.input_shape)
     r["iterations"] = protocol.iterations
     r["warmup"] = protocol.warmup

@@ -10,7 +10,8 @@ import io
 import logging
 import os
 
-from deploy.atomic import write_bytes, write_json, write_text
+from deploy.atomic import folder_write_problem, json_bytes, write_files
+from deploy.errors import UsageError
 from deploy.report import format_markdown_table, format_table
 
 LOG = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ def environment_lines(report):
         backend = "{} (FALLBACK: {})".format(backend, proto.get("fallback_reason"))
     lines.append("backend: {}; precision: {}; threads: {}".format(backend, proto.get("precision"),
                                                                 proto.get("threads") or "-"))
+    choice = proto.get("precision_choice")
+    if choice and choice.get("requested") != choice.get("precision"):
+        lines.append("precision {} chosen for --precision {}: {}".format(
+            choice.get("precision"), choice.get("requested"), choice.get("reason")))
     lines.append("protocol: {} timed iterations after {} warm-up, batch {}, {}x{}, seed {}".format(
         proto.get("iterations"), proto.get("warmup"), proto.get("batch"), proto.get("size"), proto.get("size"),
         proto.get("seed")))
@@ -281,9 +286,18 @@ def write_reports(out_dir, report, png=True):
     paths = collections.OrderedDict()
     paths["json"] = os.path.join(str(out_dir), "bench.json")
     paths["md"] = os.path.join(str(out_dir), "bench.md")
-    write_json(paths["json"], report)
-    write_text(paths["md"], markdown)
+    contents = collections.OrderedDict([(paths["json"], json_bytes(report)),
+                                        (paths["md"], markdown.encode("utf-8"))])
     if image is not None:
         paths["png"] = os.path.join(str(out_dir), "bench.png")
-        write_bytes(paths["png"], image)
+        contents[paths["png"]] = image
+    write_files(contents)   # as a set: a full disk leaves the previous run's three files, not a mix
     return paths
+
+
+def check_report_dir(out_dir):
+    """Raise UsageError unless reports can be written in ``out_dir`` (made if missing): checked
+    before the timed run, so an unusable --out never costs the run."""
+    problem = folder_write_problem(out_dir)
+    if problem:
+        raise UsageError("report folder {} {}".format(out_dir, problem), hint="give --out a writable folder")

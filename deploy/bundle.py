@@ -72,6 +72,7 @@ class Bundle(object):
                 "{} is not valid JSON ({})".format(path, exc),
                 hint="rebuild the bundle with `python pipeline.py build`",
             )
+        _check_manifest_shape(manifest, path)
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(
@@ -133,6 +134,16 @@ class Bundle(object):
 
     def path(self, relpath):
         # type: (str) -> str
+        """The file ``relpath`` (as the manifest writes it: '/'-separated) inside the bundle.
+
+        A path that would lead out of the bundle (absolute, or through '..') is refused: a bundle
+        names only its own files."""
+        if not isinstance(relpath, str) or relpath.startswith(("/", "\\")) or os.path.isabs(relpath) \
+                or ".." in relpath.replace("\\", "/").split("/") or ":" in relpath.split("/")[0]:
+            raise BundleError(
+                "the manifest of {} names {!r}, a path outside the bundle".format(self.root, relpath),
+                hint="a bundle names only its own files (e.g. models/NAME.onnx): rebuild it with "
+                     "`python pipeline.py build`")
         return os.path.join(self.root, *relpath.split("/"))
 
     def save(self):
@@ -151,6 +162,16 @@ class Bundle(object):
     def verify_file(self, relpath, expected_sha256):
         """Raise BundleError unless ``relpath`` exists and hashes to ``expected_sha256``."""
         path = self.path(relpath)
+        if not isinstance(expected_sha256, str) or len(expected_sha256) != 64:
+            raise BundleError(
+                "the manifest names {} without a sha256 (got {!r}): it cannot be checked".format(
+                    relpath, expected_sha256),
+                hint="rebuild the bundle with `python pipeline.py build`; every file a bundle names carries "
+                     "its sha256")
+        real_root = os.path.realpath(self.root)
+        if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+            raise BundleError("{} leads outside the bundle {} (a symbolic link)".format(relpath, self.root),
+                              hint="copy the real file into the bundle (rsync -a, not links), or rebuild it")
         if not os.path.isfile(path):
             raise BundleError(
                 "{} is listed in the manifest but missing from the bundle".format(relpath),
@@ -169,10 +190,79 @@ class Bundle(object):
         """Check every model's ONNX (and INT8 ONNX, calibration) file against the manifest."""
         for name in names or self.require_models():
             record = self.model(name)
-            for key in ("onnx", "int8_onnx", "calibration"):
+            if not isinstance(record.get("onnx"), dict) or not record["onnx"].get("path"):
+                raise BundleError("the manifest record of {} in {} names no ONNX file (onnx.path)".format(
+                    name, self.root), hint="rebuild the bundle with `python pipeline.py build`")
+            for key in FILE_KEYS:
                 entry = record.get(key)
-                if isinstance(entry, dict) and entry.get("path") and entry.get("sha256"):
-                    self.verify_file(entry["path"], entry["sha256"])
+                if entry is None:
+                    continue
+                if not isinstance(entry, dict) or not entry.get("path"):
+                    raise BundleError("the manifest record of {} has a {!r} entry without a path".format(name, key),
+                                      hint="rebuild the bundle with `python pipeline.py build`")
+                self.verify_file(entry["path"], entry.get("sha256"))
+
+    def update_manifest(self, change):
+        """Read-modify-write: re-read the manifest from disk, apply ``change(manifest)``, save it.
+
+        For commands that add to a bundle another command may have changed since they opened it
+        (verify adds fidelity records while holding the writer lock): what they save is built on
+        the manifest as it is now, never on their stale copy."""
+        current = Bundle.open(self.root)
+        change(current.manifest)
+        current.save()
+        self.manifest = current.manifest
+
+
+FILE_KEYS = ("onnx", "int8_onnx", "calibration")   # the record entries that name a file of the bundle
+
+
+MAX_BATCH, MAX_SIDE = 1024, 4096   # beyond these a recorded input shape is damage, not a model
+
+
+def _plausible_input_shape(shape):
+    if not isinstance(shape, list) or len(shape) != 4:
+        return False
+    limits = (MAX_BATCH, 16, MAX_SIDE, MAX_SIDE)
+    # a dynamic dimension is a name (string) or null; a fixed one a positive int within the limit
+    return all(d is None or isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= top)
+               for d, top in zip(shape, limits))
+
+
+def _check_manifest_shape(manifest, path):
+    """A manifest is an object whose target and models are objects and whose records are objects."""
+    problem = None
+    if not isinstance(manifest, dict):
+        problem = "is a JSON {}, not an object".format(type(manifest).__name__)
+    elif not isinstance(manifest.get("target", {}), dict):
+        problem = "has a 'target' that is not an object"
+    elif not isinstance(manifest.get("models", {}), dict):
+        problem = "has 'models' as a JSON {}, not an object of model records".format(
+            type(manifest.get("models")).__name__)
+    else:
+        bad = [n for n, r in manifest.get("models", {}).items() if not isinstance(r, dict)]
+        if bad:
+            problem = "has model records that are not objects: {}".format(", ".join(bad))
+        else:
+            for name, record in manifest.get("models", {}).items():
+                for key in FILE_KEYS:
+                    if record.get(key) is not None and not isinstance(record.get(key), dict):
+                        problem = "has a {!r} entry of {} that is not an object".format(key, name)
+                shape = (record.get("input") or {}).get("shape") if isinstance(record.get("input"), dict) else None
+                if shape is not None and not _plausible_input_shape(shape):
+                    problem = "gives {} the input shape {!r} (expected N x 3 x H x W, N up to {}, sides up " \
+                              "to {})".format(name, shape, MAX_BATCH, MAX_SIDE)
+    if problem:
+        raise BundleError("{} {}: it is not a manifest this pipeline wrote".format(path, problem),
+                          hint="rebuild the bundle with `python pipeline.py build`")
+    from deploy.preprocess import config_from_dict
+
+    for name, record in manifest.get("models", {}).items():
+        if record.get("preprocessing") is not None:
+            try:
+                config_from_dict(record["preprocessing"])
+            except BundleError as exc:
+                raise BundleError("{} ({} in {})".format(exc, name, path), hint=exc.hint)
 
 
 @contextlib.contextmanager
@@ -183,7 +273,7 @@ def writer_lock(root, command, create=True):
     BundleError naming the holder, instead of interleaving its files and manifest with the first.
     The lock is advisory (fcntl.flock) and dies with its process, so a killed build never leaves
     the folder locked. ``create``: make a missing folder (and remove it again if the command left
-    nothing in it); otherwise a missing folder runs unlocked and the command reports it. Where
+    nothing in it); otherwise a folder that is not a bundle runs unlocked and the command reports it. Where
     flock is missing, or the folder cannot be made, the command runs unlocked (its own checks say why).
     """
     root = str(root)
@@ -194,8 +284,10 @@ def writer_lock(root, command, create=True):
         return
     created = not os.path.isdir(root)
     try:
-        if created and not create:
-            raise OSError("no folder {}".format(root))
+        if not create and not os.path.isfile(os.path.join(root, MANIFEST_NAME)) \
+                and not os.path.isfile(os.path.join(root, LOCK_NAME)):
+            # not a bundle (or none there): no lock file is made in someone else's folder
+            raise OSError("no bundle at {}".format(root))
         os.makedirs(root, exist_ok=True)
         handle = open(os.path.join(root, LOCK_NAME), "a+")
     except OSError as exc:

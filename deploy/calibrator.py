@@ -29,6 +29,7 @@ LOG = logging.getLogger(__name__)
 CALIBRATORS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 DEFAULT_CALIBRATOR = "entropy"
 DEFAULT_BATCH_SIZE = 8
+IMAGES_KEY = "calibration_images"   # in <cache>.json: how many images calibrated the cache
 
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 _ENTRY = re.compile(r"^\S.*: [0-9a-fA-F]+$")
@@ -147,6 +148,7 @@ class CalibrationCache(object):
         self.source = dict(source) if source else None
         self.notes = []  # type: list  # what happened, for the build report
         self.written = False
+        self.images = None  # type: Optional[int]  # images that calibrated the cache, when known
 
     @property
     def status(self):
@@ -170,14 +172,18 @@ class CalibrationCache(object):
             LOG.warning("%s", note)
             return None
         recorded = self._recorded_source()
+        if recorded is not None:
+            self.images = recorded.pop(IMAGES_KEY, None)
         if self.source is not None and recorded is not None and recorded != self.source:
             changed = sorted(k for k in set(recorded) | set(self.source) if recorded.get(k) != self.source.get(k))
             self.notes.append("cache {} was computed from other calibration input ({} changed): calibrating "
                               "again".format(os.path.basename(self.path), ", ".join(changed)))
             LOG.warning("%s", self.notes[-1])
             return None
-        self.notes.append("read cache {}{}".format(
-            os.path.basename(self.path), "" if recorded is not None or self.source is None
+        self.notes.append("read cache {}{}{}".format(
+            os.path.basename(self.path),
+            " (calibrated on {} images)".format(self.images) if self.images is not None else "",
+            "" if recorded is not None or self.source is None
             else " (no record of its calibration data, e.g. from trtexec: trusted as is)"))
         LOG.info("calibration: %s", self.notes[-1])
         return data
@@ -190,17 +196,24 @@ class CalibrationCache(object):
             return None
         return data if isinstance(data, dict) else None
 
-    def write(self, data):
+    def write(self, data, images=None):
+        """Write TensorRT's cache (bytes, or the memoryview TensorRT passes, copied here);
+        ``images``: how many images calibrated it (recorded)."""
         data = bytes(data)
         problem = cache_problem(data, self.calibrator)
         if problem:
             # Not ours to judge TensorRT's own output harshly; keep it but say so.
             LOG.warning("calibration cache from TensorRT looks unusual (%s); writing it anyway", problem)
         write_bytes(self.path, data)
-        if self.source is not None:
-            write_json(self.path + ".json", self.source)
+        record = dict(self.source or {})
+        if images is not None:
+            record[IMAGES_KEY] = int(images)
+        if record:
+            write_json(self.path + ".json", record)
+        self.images = images
         self.written = True
-        self.notes.append("calibrated and wrote {}".format(os.path.basename(self.path)))
+        self.notes.append("calibrated on {} images and wrote {}".format(
+            images if images is not None else "an unknown number of", os.path.basename(self.path)))
         LOG.info("calibration: %s", self.notes[-1])
 
 
@@ -208,20 +221,32 @@ class CalibratorCore(object):
     """The calibrator callbacks without TensorRT.
 
     ``to_device(array) -> int`` copies one batch to the device and returns its address (pycuda in
-    ``make_trt_calibrator``; a fake in tests). An exception in a callback is kept in ``error``
-    (TensorRT would only print it) and re-raised by ``raise_if_failed`` after the build.
+    ``make_trt_calibrator``; a fake in tests). TensorRT calls these from C++ declared noexcept: on
+    8.2 an exception escaping one aborts the process (pyInt8.cpp 8.2.1), on 8.5+ it is printed and
+    turned into "no more data". So no callback lets an exception out: the first one is kept in
+    ``error`` (with the callback's name) and re-raised by ``raise_if_failed`` after the build.
     """
 
-    def __init__(self, stream, cache, to_device):
+    def __init__(self, stream, cache, to_device, release=None):
         self.stream = stream
         self.cache = cache
         self.to_device = to_device
+        self.release = release
         self.error = None  # type: Any
+        self.failed_in = None  # type: Any
         self.batches_fed = 0
-        self.device_buffer = None  # type: Any
+        self.images_fed = 0
+
+    def _fail(self, where, exc):
+        if self.error is None:
+            self.error, self.failed_in = exc, where
 
     def get_batch_size(self):
-        return self.stream.batch_size
+        try:
+            return int(self.stream.batch_size)
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
+            self._fail("get_batch_size", exc)
+            return 1
 
     def get_batch(self, names):
         if self.error is not None:
@@ -235,37 +260,62 @@ class CalibratorCore(object):
                 return None
             address = int(self.to_device(batch))
             self.batches_fed += 1
+            self.images_fed += int(batch.shape[0])
             return [address]
         except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
-            self.error = exc
+            self._fail("get_batch", exc)
             return None
 
     def read_calibration_cache(self):
-        return self.cache.read()
+        try:
+            data = self.cache.read()
+            return None if data is None else bytes(data)
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
+            self._fail("read_calibration_cache", exc)
+            return None
 
     def write_calibration_cache(self, data):
-        try:
-            self.cache.write(data)
-        except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
-            self.error = exc
-
-    def raise_if_failed(self):
+        # TensorRT passes a memoryview over its own buffer, valid only during this call:
+        # CalibrationCache.write copies it to bytes before anything else.
         if self.error is not None:
+            return   # scales from a calibration that failed part-way must not be reused
+        try:
+            self.cache.write(data, images=self.images_fed)
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised after TensorRT returns
+            self._fail("write_calibration_cache", exc)
+
+    def free(self):
+        """Free the device buffer (call while the CUDA context that allocated it is current)."""
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
+
+    def raise_if_failed(self, model=None):
+        if self.error is not None:
+            where = "{}: ".format(model) if model else ""
             if isinstance(self.error, CalibrationError):
-                raise self.error
-            raise CalibrationError("INT8 calibration failed: {}".format(self.error))
+                raise CalibrationError("{}INT8 calibration failed in {}: {}".format(where, self.failed_in, self.error),
+                                       hint=self.error.hint)
+            raise CalibrationError(
+                "{}INT8 calibration failed in {}: {}: {}".format(
+                    where, self.failed_in, type(self.error).__name__, self.error),
+                hint="fix the cause above and run engines again; the calibration cache was not written")
 
 
 def make_trt_calibrator(stream, cache):
     """A TensorRT calibrator subclass over ``CalibratorCore``, one device buffer for all batches.
 
-    Needs tensorrt and pycuda, and a current CUDA context (see deploy.trt_compat.cuda_context).
-    Returns (calibrator, core); keep both alive until the engine is built.
+    Needs tensorrt and pycuda, and a current CUDA context (see deploy.trt_compat.cuda_context);
+    call ``core.free()`` while it is still current. ``stream.batch_shape`` must be what TensorRT
+    reads per ``get_batch`` (an explicit-batch network reads one input's worth: see
+    deploy.engines.calibration_batch). Returns (calibrator, core); keep both alive until the
+    engine is built.
     """
     from deploy.trt_compat import require_pycuda, require_tensorrt
 
     require_tensorrt()
-    cuda = require_pycuda()
+    require_pycuda()
+    import pycuda.driver as cuda
     import tensorrt as trt
 
     nbytes = int(np.prod(stream.batch_shape)) * np.dtype(np.float32).itemsize
@@ -275,8 +325,7 @@ def make_trt_calibrator(stream, cache):
         cuda.memcpy_htod(device_buffer, batch)
         return int(device_buffer)
 
-    core = CalibratorCore(stream, cache, to_device)
-    core.device_buffer = device_buffer  # keeps the allocation alive as long as the core
+    core = CalibratorCore(stream, cache, to_device, release=device_buffer.free)
 
     # TensorRT picks the algorithm by the base class; the callbacks are the same for both.
     base = trt.IInt8MinMaxCalibrator if cache.calibrator == "minmax" else trt.IInt8EntropyCalibrator2

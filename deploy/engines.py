@@ -123,13 +123,28 @@ def input_shapes(record, max_batch):
     return (inp.get("name", "input"), (1,) + chw, (int(max_batch),) + chw, (int(max_batch),) + chw)
 
 
+def calibration_batch(record, options):
+    # type: (dict, EngineOptions) -> int
+    """How many images TensorRT reads per ``get_batch`` call, so the batch the calibrator must feed.
+
+    An explicit-batch network reads one input's worth of data per call: the input's own shape
+    when static, the calibration profile's OPT shape when the batch is dynamic (set to
+    ``options.calib_batch`` in ``_build_serialized``). ``get_batch_size`` only mattered for implicit
+    batch (NvInfer.h, IInt8Calibrator::getBatchSize). Feeding 8 images to a batch-1 input would
+    calibrate on the first image of each batch.
+    """
+    if is_dynamic_batch(record):
+        return int(options.calib_batch)
+    return int(record["input"]["shape"][0])
+
+
 def expected_record(record, model, options, device):
     """What the sidecar of an engine built now would say (less the engine's own hash and timing)."""
     build = collections.OrderedDict([("workspace_mib", options.workspace_mib)])
     if options.precision == "int8":
         calib = record.get("calibration") or {}
         build["calibrator"] = options.calibrator
-        build["calib_batch"] = options.calib_batch
+        build["calib_batch"] = calibration_batch(record, options)
         build["calibration_sha256"] = calib.get("sha256")
         build["fp16_fallback"] = True
     if is_dynamic_batch(record):
@@ -263,6 +278,7 @@ class BuildLog(object):
     def __init__(self, keep_verbose=False):
         self.keep_verbose = keep_verbose
         self.lines = []  # type: list
+        self.callback_error = None  # type: Any  # first exception raised inside the logger callback
 
     @staticmethod
     def severity_name(severity):
@@ -283,9 +299,21 @@ class BuildLog(object):
     def text(self):
         return "".join("[{}] {}\n".format(name, msg) for name, msg in self.lines)
 
+    def raise_if_callback_failed(self, step):
+        # type: (str) -> None
+        if self.callback_error is not None:
+            raise EngineBuildError(
+                "{}: the TensorRT logger callback failed: {}".format(step, self.callback_error),
+                hint="this is a bug in the pipeline's logging; please report it with the build log")
+
 
 def make_trt_logger(build_log):
-    """A ``trt.ILogger`` subclass instance that feeds ``build_log``."""
+    """A ``trt.ILogger`` subclass instance that feeds ``build_log``.
+
+    TensorRT calls ``log`` from C++ code declared noexcept; on 8.2 an exception escaping it aborts
+    the process (pyCore.cpp 8.2.1, PyLogger::log). So nothing escapes: the first error is kept in
+    ``build_log.callback_error`` and raised by the caller after TensorRT returns.
+    """
     import tensorrt as trt
 
     class CollectingLogger(trt.ILogger):
@@ -293,7 +321,11 @@ def make_trt_logger(build_log):
             trt.ILogger.__init__(self)
 
         def log(self, severity, msg):
-            build_log.add(severity, msg)
+            try:
+                build_log.add(severity, msg)
+            except Exception as exc:  # noqa: BLE001 - must not reach TensorRT's C++ caller
+                if build_log.callback_error is None:
+                    build_log.callback_error = exc
 
     return CollectingLogger()
 
@@ -318,17 +350,32 @@ def _load_timing_cache(config, path):
         cache = None
         LOG.warning("timing cache %s is unusable (%s): starting a new one", path, exc)
     if cache is None:
-        cache = config.create_timing_cache(b"")
+        cache = _new_timing_cache(config)
         state = "timing cache {} unusable: new one".format(os.path.basename(path))
     if not config.set_timing_cache(cache, False):
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
+        cache = _new_timing_cache(config)
+        if not config.set_timing_cache(cache, False):
+            return "timing cache refused by TensorRT: building without one"
         state = "timing cache {} from another device or version: new one".format(os.path.basename(path))
     return state
 
 
-def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator, trt_logger):
-    """Parse ``onnx_path`` and build a serialized engine. Returns (engine bytes, info dict)."""
+def _new_timing_cache(config):
+    # type: (tensorrt.IBuilderConfig) -> tensorrt.ITimingCache
+    cache = config.create_timing_cache(b"")
+    if cache is None:   # TensorRT returns nullptr when it cannot make a cache at all
+        raise EngineBuildError("TensorRT could not create an empty timing cache",
+                               hint="see the build log in the bundle's reports/engines/")
+    return cache
+
+
+def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator, trt_logger,
+                      check_callbacks=None):
+    """Parse ``onnx_path`` and build a serialized engine. Returns (engine bytes, info dict).
+
+    ``check_callbacks()`` raises what a Python callback (logger, calibrator) recorded during the
+    build; it runs as soon as TensorRT returns, before any generic "build failed" message.
+    """
     from deploy.trt_compat import network_flags, set_workspace
 
     import tensorrt as trt
@@ -359,14 +406,21 @@ def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator,
         name, smin, sopt, smax = shapes
         profile = builder.create_optimization_profile()
         profile.set_shape(name, smin, sopt, smax)
-        config.add_optimization_profile(profile)
-        if options.precision == "int8" and hasattr(config, "set_calibration_profile"):
-            calib = (options.calib_batch,) + smin[1:]
+        if config.add_optimization_profile(profile) < 0:
+            raise EngineBuildError("TensorRT refused the optimization profile {} for {}".format(
+                (smin, sopt, smax), os.path.basename(onnx_path)), hint="check --max-batch")
+        if options.precision == "int8":
+            # TensorRT reads the calibration profile's OPT shape per get_batch: the calibration batch.
+            calib = (calibration_batch(record, options),) + smin[1:]
             calib_profile = builder.create_optimization_profile()
             calib_profile.set_shape(name, calib, calib, calib)
-            config.set_calibration_profile(calib_profile)
+            if not config.set_calibration_profile(calib_profile):
+                raise EngineBuildError("TensorRT refused the calibration profile {} for {}".format(
+                    calib, os.path.basename(onnx_path)), hint="try a smaller --calib-batch")
     info["timing_cache"] = _load_timing_cache(config, timing_cache_path)
     serialized = builder.build_serialized_network(network, config)
+    if check_callbacks is not None:
+        check_callbacks()
     if serialized is None:
         raise EngineBuildError(
             "TensorRT failed to build an engine from {}".format(os.path.basename(onnx_path)),
@@ -395,7 +449,8 @@ def _calibration_for(bundle, model, record, options, device):
     """(stream or None, cache) for an INT8 build; the stream may be None when a valid cache exists."""
     entry = record.get("calibration") or {}
     source = collections.OrderedDict([("calibration_sha256", entry.get("sha256")),
-                                      ("batch_size", options.calib_batch), ("onnx_sha256", record["onnx"]["sha256"])])
+                                      ("batch_size", calibration_batch(record, options)),
+                                      ("onnx_sha256", record["onnx"]["sha256"])])
     cache = CalibrationCache(
         bundle.path(calibration_cache_relpath(model, options.calibrator, device.tensorrt, device.name)),
         options.calibrator, source)
@@ -404,7 +459,12 @@ def _calibration_for(bundle, model, record, options, device):
             raise CalibrationError(
                 "model {} has no calibration data in the bundle".format(model),
                 hint="rebuild the bundle on the host with calibration images, or use --precision fp16")
-        stream = CalibrationBatchStream(bundle.path(entry["path"]), record["input"]["shape"], options.calib_batch)
+        batch = calibration_batch(record, options)
+        if batch != options.calib_batch:
+            LOG.info("%s: the input has a static batch of %d, so TensorRT reads %d image(s) per calibration "
+                     "batch: calibrating in batches of %d (not --calib-batch %d)",
+                     model, batch, batch, batch, options.calib_batch)
+        stream = CalibrationBatchStream(bundle.path(entry["path"]), record["input"]["shape"], batch)
     except CalibrationError:
         if os.path.isfile(cache.path):
             with open(cache.path, "rb") as handle:
@@ -433,19 +493,29 @@ def build_one(bundle, model, options, device, force=False, keep_verbose=False):
     trt_logger = make_trt_logger(build_log)
     calibrator = core = cache = None
     started = time.time()
+
+    def check_callbacks():
+        if core is not None:
+            core.raise_if_failed(model)
+        build_log.raise_if_callback_failed("{}: building the engine".format(model))
+
     try:
         with _cuda_for(options):
-            if options.precision == "int8":
-                stream, cache = _calibration_for(bundle, model, record, options, device)
-                if stream is None:
-                    stream = _CacheOnlyStream(options.calib_batch)
-                calibrator, core = make_trt_calibrator(stream, cache)
-            serialized, info = _build_serialized(
-                bundle.path(record["onnx"]["path"]), options, record,
-                bundle.path(timing_cache_relpath(device.tensorrt, device.name)), calibrator, trt_logger)
-            if core is not None:
-                core.raise_if_failed()
-            layers = _engine_layers(serialized, trt_logger)
+            try:
+                if options.precision == "int8":
+                    stream, cache = _calibration_for(bundle, model, record, options, device)
+                    if stream is None:
+                        stream = _CacheOnlyStream(calibration_batch(record, options))
+                    calibrator, core = make_trt_calibrator(stream, cache)
+                serialized, info = _build_serialized(
+                    bundle.path(record["onnx"]["path"]), options, record,
+                    bundle.path(timing_cache_relpath(device.tensorrt, device.name)), calibrator, trt_logger,
+                    check_callbacks)
+                layers = _engine_layers(serialized, trt_logger)
+                build_log.raise_if_callback_failed("{}: reading the engine's layers".format(model))
+            finally:
+                if core is not None:
+                    core.free()     # while the CUDA context is still current
     finally:
         write_text(bundle.path(report_relpath(engine_rel, ".build.log")), build_log.text())
     seconds = time.time() - started
@@ -460,6 +530,7 @@ def build_one(bundle, model, options, device, force=False, keep_verbose=False):
     sidecar.update(info)
     if cache is not None:
         sidecar["calibration"] = cache.status
+        sidecar["calibration_images"] = cache.images   # None: a cache of unknown origin (e.g. trtexec)
     if layers:
         write_text(bundle.path(report_relpath(engine_rel, ".layers.json")), layers)
         sidecar["layers_report"] = report_relpath(engine_rel, ".layers.json")

@@ -169,7 +169,8 @@ def cpu_flags(cpuinfo_text=None):
     if cpuinfo_text is None:
         cpuinfo_text = _read_text("/proc/cpuinfo") or ""
     m = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", cpuinfo_text, re.MULTILINE)
-    wanted = ("avx512f", "avx512_vnni", "avx2", "fma", "avx", "asimd", "fphp", "asimdhp")
+    wanted = ("avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx2", "fma",
+              "avx", "asimd", "asimddp", "i8mm", "bf16", "fphp", "asimdhp")
     have = set(m.group(1).split()) if m else set()
     return [f for f in wanted if f in have]
 
@@ -206,6 +207,7 @@ def collect_environment(backend=None, precision=None, threads=None, extra=None):
     cpuinfo = _read_text("/proc/cpuinfo") or ""
     env["cpu"] = cpu_model(cpuinfo)
     env["cpu_flags"] = cpu_flags(cpuinfo)
+    env["cpu_isa"] = _isa_record(cpuinfo)
     env["logical_cpus"] = os.cpu_count()
     env["physical_cores"] = physical_cores(cpuinfo)
     env["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -242,6 +244,16 @@ def environment_warnings(env):
         out.append("the machine was busy (1-minute load {:.1f} on {} CPUs): CPU timings are pessimistic".format(
             load[0], cpus))
     return out
+
+
+def _isa_record(cpuinfo):
+    """The vector features and the natively fast CPU precisions (deploy.cpu_isa)."""
+    from deploy.cpu_isa import fast_cpu_precisions, parse_cpu_isa
+
+    isa = parse_cpu_isa(cpuinfo)
+    return collections.OrderedDict([("arch", isa.arch), ("features", list(isa.features)),
+                                    ("int8_dot", isa.int8_dot), ("bf16_dot", isa.bf16_dot),
+                                    ("native_precisions", fast_cpu_precisions(isa))])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,15 +22,36 @@ PreprocessConfig = collections.namedtuple(
 # mean/std in 0..1 units on RGB; interpolation: "bilinear" or "bicubic".
 
 
+MAX_SIDE = 4096   # a larger input side is a damaged manifest, not a model
+
+
 def config_from_dict(d):
     # type: (dict) -> PreprocessConfig
-    return PreprocessConfig(
-        size=int(d["size"]),
-        crop_pct=float(d["crop_pct"]),
-        mean=tuple(float(v) for v in d["mean"]),
-        std=tuple(float(v) for v in d["std"]),
-        interpolation=str(d.get("interpolation", "bilinear")),
-    )
+    """The preprocessing a manifest records; BundleError when it is missing or out of range."""
+    from deploy.errors import BundleError
+
+    try:
+        cfg = PreprocessConfig(
+            size=int(d["size"]),
+            crop_pct=float(d["crop_pct"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            interpolation=str(d.get("interpolation", "bilinear")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError("the manifest's preprocessing record is incomplete or malformed ({}: {})".format(
+            type(exc).__name__, exc), hint="rebuild the bundle with `python pipeline.py build`")
+    problem = None
+    if not 1 <= cfg.size <= MAX_SIDE:
+        problem = "size {} is not from 1 to {}".format(cfg.size, MAX_SIDE)
+    elif not 0 < cfg.crop_pct <= 1:
+        problem = "crop_pct {} is not in (0, 1]".format(cfg.crop_pct)
+    elif len(cfg.mean) != 3 or len(cfg.std) != 3 or not all(v > 0 for v in cfg.std):
+        problem = "mean and std must be three numbers each, std positive"
+    if problem:
+        raise BundleError("the manifest's preprocessing is out of range: {}".format(problem),
+                          hint="rebuild the bundle with `python pipeline.py build`")
+    return cfg
 
 
 def config_to_dict(cfg):
@@ -65,15 +86,35 @@ PICK_SEED = 0  # the deterministic pick: the same folder always gives the same i
 
 def list_image_files(folder):
     # type: (str) -> list
-    """Every JPEG/PNG file under ``folder`` (recursive, hidden files and folders skipped), sorted."""
-    import os
+    """Every JPEG/PNG file under ``folder`` (recursive, hidden files and folders skipped), sorted.
 
-    found = []
+    Linked folders are followed once each (a link loop ends there) and each image counts once,
+    however many links lead to it; only regular files are listed: a FIFO or device named
+    ``x.jpg`` would block or never end when read."""
+    import os
+    import stat
+
+    found, seen_dirs, seen_files = [], set(), set()
     for root, dirs, files in os.walk(str(folder), followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                found.append(os.path.join(root, name))
+        real_root = os.path.realpath(root)
+        if real_root in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real_root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(root, d)) not in seen_dirs)
+        for name in sorted(files, key=lambda n: (os.path.islink(os.path.join(root, n)), n)):   # files before links
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError:   # a broken link
+                continue
+            real = os.path.realpath(path)
+            if regular and real not in seen_files:
+                seen_files.add(real)
+                found.append(path)
     return sorted(found)
 
 

@@ -82,3 +82,61 @@ def _round(value, ndigits):
     if value is None or (isinstance(value, float) and (math.isinf(value) or math.isnan(value))):
         return None
     return round(float(value), ndigits)
+
+
+# ------------------------------------------------------------------------------------------------
+# speed ratios with a confidence interval, from interleaved rounds
+# ------------------------------------------------------------------------------------------------
+RatioEstimate = collections.namedtuple(
+    "RatioEstimate", ["ratio", "low", "high", "rounds", "confidence", "verdict"])
+# ratio: how many times faster ``candidate`` is than ``baseline`` (>1: candidate faster), the
+# geometric mean over rounds of baseline median / candidate median; low, high: the bootstrap
+# percentile interval; verdict: "faster", "slower" or "no difference shown" (the interval holds 1).
+
+BOOTSTRAP_RESAMPLES = 4000
+
+
+def ratio_with_ci(baseline_rounds, candidate_rounds, confidence=0.95, resamples=BOOTSTRAP_RESAMPLES, seed=0):
+    """Speed ratio of ``candidate`` over ``baseline`` with a bootstrap confidence interval over rounds.
+
+    Both arguments are lists of rounds, each a list of latencies (ms); round i of both was timed
+    back to back (interleaved), so the per-round ratio of medians cancels drifts of a shared
+    machine that are slower than a round. The rounds are resampled with replacement
+    (``resamples`` times, seeded) and the interval is the percentile interval of the geometric
+    mean of the per-round ratios. With fewer than 2 rounds the interval is (ratio, ratio) and the
+    verdict is "no difference shown": one round says nothing about the noise.
+    """
+    if len(baseline_rounds) != len(candidate_rounds) or not baseline_rounds:
+        raise ValueError("need the same number (>= 1) of rounds for both, got {} and {}".format(
+            len(baseline_rounds), len(candidate_rounds)))
+    logs = np.array([math.log(float(np.median(b)) / float(np.median(c)))
+                     for b, c in zip(baseline_rounds, candidate_rounds)])
+    ratio = math.exp(float(logs.mean()))
+    if logs.size < 2:
+        return RatioEstimate(ratio, ratio, ratio, int(logs.size), confidence, "no difference shown")
+    rng = np.random.RandomState(seed)
+    picks = rng.randint(0, logs.size, size=(int(resamples), logs.size))
+    means = logs[picks].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = (math.exp(float(v)) for v in np.percentile(means, [tail, 100.0 - tail]))
+    verdict = "faster" if low > 1.0 else ("slower" if high < 1.0 else "no difference shown")
+    return RatioEstimate(ratio, low, high, int(logs.size), confidence, verdict)
+
+
+def ratio_dict(estimate, ndigits=4):
+    return collections.OrderedDict([
+        ("ratio", _round(estimate.ratio, ndigits)), ("ci_low", _round(estimate.low, ndigits)),
+        ("ci_high", _round(estimate.high, ndigits)), ("confidence", estimate.confidence),
+        ("rounds", estimate.rounds), ("verdict", estimate.verdict)])
+
+
+def claim(candidate, baseline, estimate):
+    """The sentence a report may print: "A is 1.52x faster than B (95% CI 1.41-1.63)", or that no
+    difference is shown when the interval holds 1."""
+    ci = "{:.0f}% CI {:.2f}-{:.2f}, {} rounds".format(estimate.confidence * 100, estimate.low, estimate.high,
+                                                      estimate.rounds)
+    if estimate.verdict == "faster":
+        return "{} is {:.2f}x as fast as {} ({})".format(candidate, estimate.ratio, baseline, ci)
+    if estimate.verdict == "slower":
+        return "{} is slower than {}: {:.2f}x ({})".format(candidate, baseline, estimate.ratio, ci)
+    return "{} vs {}: {:.2f}x, no difference shown ({} holds 1)".format(candidate, baseline, estimate.ratio, ci)

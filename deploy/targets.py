@@ -8,6 +8,8 @@ from deploy.errors import PrecisionUnsupportedError, UnknownNameError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_CHOICES = PRECISIONS + ("best",)
+# bf16 is a precision of the cpu target only (OpenVINO on a CPU with AVX512_BF16 or AMX-BF16)
+CPU_PRECISION_CHOICES = ("fp32", "bf16", "int8", "best")
 
 TargetProfile = collections.namedtuple(
     "TargetProfile",
@@ -20,7 +22,6 @@ TargetProfile = collections.namedtuple(
         "max_opset",          # highest ONNX opset the target's parser reads
         "fast_fp16",
         "fast_int8",
-        "dla_cores",
         "memory_gb",          # device memory (shared with the CPU on Jetsons); None: not fixed
         "workspace_mib",      # default TensorRT builder workspace
         "default_precision",
@@ -45,7 +46,6 @@ TARGETS = collections.OrderedDict(
             max_opset=13,
             fast_fp16=True,
             fast_int8=False,
-            dla_cores=0,
             memory_gb=4,
             workspace_mib=256,
             default_precision="fp16",
@@ -60,7 +60,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=True,
             fast_int8=True,
-            dla_cores=2,
             memory_gb=8,
             workspace_mib=1024,
             default_precision="int8",
@@ -75,7 +74,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=True,
             fast_int8=True,
-            dla_cores=0,
             memory_gb=8,
             workspace_mib=1024,
             default_precision="int8",
@@ -90,7 +88,6 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=True,
             fast_int8=True,
-            dla_cores=0,
             memory_gb=None,
             workspace_mib=2048,
             default_precision="fp16",
@@ -105,11 +102,10 @@ TARGETS = collections.OrderedDict(
             max_opset=17,
             fast_fp16=False,
             fast_int8=True,
-            dla_cores=0,
             memory_gb=None,
             workspace_mib=0,
             default_precision="fp32",
-            notes="INT8 here means an ONNX Runtime QDQ model (models/<name>.int8.onnx).",
+            notes="INT8 here means an ONNX Runtime QDQ model (models/<name>.int8.onnx); BF16 runs with OpenVINO.",
         ),
     ]
 )
@@ -140,16 +136,35 @@ def supported_precisions(target):
     return out
 
 
-def resolve_precision(target, requested):
-    # type: (TargetProfile, str) -> str
-    """Turn ``--precision`` into a concrete precision, refusing what the target cannot run fast."""
+def resolve_precision(target, requested, isa=None):
+    # type: (TargetProfile, str, object) -> str
+    """Turn ``--precision`` into a concrete precision, refusing what the target cannot run fast.
+
+    On the ``cpu`` target the CPU's flags decide (``isa``: a deploy.cpu_isa.CpuIsa, default this
+    machine's): see ``resolve_precision_choice``.
+    """
+    return resolve_precision_choice(target, requested, isa).precision
+
+
+def resolve_precision_choice(target, requested, isa=None):
+    """``resolve_precision`` with the reason: a deploy.cpu_isa.PrecisionChoice."""
+    from deploy.cpu_isa import PrecisionChoice
+
+    if target.backend == "onnxruntime":
+        return _resolve_cpu_precision(target, requested, isa)
     if requested not in PRECISION_CHOICES:
+        if requested == "bf16":
+            raise PrecisionUnsupportedError(
+                "bf16 is a CPU precision (the cpu target, with OpenVINO); target {} runs {}".format(
+                    target.name, ", ".join(supported_precisions(target))),
+                hint="use --precision {} (or best) for this target".format(target.default_precision))
         raise UnknownNameError(
             "unknown precision {!r}".format(requested),
             hint="choose one of: {}".format(", ".join(PRECISION_CHOICES)),
         )
     if requested == "best":
-        return supported_precisions(target)[-1]
+        best = supported_precisions(target)[-1]
+        return PrecisionChoice(best, requested, "the fastest precision the target profile lists")
     if requested == "int8" and not target.fast_int8:
         if target.name == "jetson-nano":
             why = "the Jetson Nano's Maxwell GPU (sm_53) has no fast INT8 path, so an INT8 engine would run slower than FP16"
@@ -161,7 +176,23 @@ def resolve_precision(target, requested):
             "target {} has no fast FP16".format(target.name),
             hint="use --precision fp32{}".format(" or int8" if target.fast_int8 else ""),
         )
-    return requested
+    return PrecisionChoice(requested, requested, "asked for")
+
+
+def _resolve_cpu_precision(target, requested, isa):
+    from deploy.cpu_isa import check_bf16, choose_cpu_precision, local_cpu_isa
+
+    if requested == "fp16":
+        raise PrecisionUnsupportedError("target {} has no fast FP16".format(target.name),
+                                        hint="use --precision fp32, bf16 (OpenVINO) or int8")
+    if requested not in CPU_PRECISION_CHOICES:
+        raise UnknownNameError("unknown precision {!r}".format(requested),
+                               hint="choose one of: {}".format(", ".join(CPU_PRECISION_CHOICES)))
+    isa = isa or local_cpu_isa()
+    if requested == "bf16":
+        check_bf16(isa, "openvino")   # the bundle is the same ONNX; bench/verify run it with OpenVINO
+    # at build time the INT8 model is made when int8 is chosen; BF16 runs with --backend openvino
+    return choose_cpu_precision(isa, requested, backend="openvino", int8_available=True)
 
 
 # ------------------------------------------------------------------------------------------------

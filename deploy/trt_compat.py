@@ -9,8 +9,11 @@ Two API generations matter here:
   tensor-name I/O (``num_io_tensors``, ``get_tensor_name``, ``set_tensor_address``),
   ``context.execute_async_v3(stream)``.
 
-Names that exist only in 8.2 are reached through ``getattr`` after a capability check, so that
-mypy against the TensorRT 10 stubs (``scripts/check_trt_types.py``) checks everything else.
+Every call is direct, so mypy checks it: ``scripts/check_trt_types.py --api 8.2`` against the
+hand-written TensorRT 8.2.1 stubs in ``typings/``, ``--api 10`` against PyPI's tensorrt-stubs,
+both with the pycuda 2022.1 stubs. A line that uses a name only one generation has carries a
+marker, ``# trt<8.5`` or ``# trt>=8.5``; the checker accepts "has no attribute" errors of the
+other generation on those lines only (they run after a capability check).
 tensorrt is imported lazily; with no TensorRT installed this module still imports.
 Python 3.6-compatible.
 """
@@ -18,6 +21,7 @@ import collections
 import contextlib
 import logging
 import re
+import threading
 from typing import TYPE_CHECKING, Any  # noqa: F401 (Any: type comments)
 
 import numpy as np
@@ -25,7 +29,8 @@ import numpy as np
 from deploy.errors import BackendUnavailableError, PipelineError
 from deploy.targets import DeviceInfo
 
-if TYPE_CHECKING:  # pragma: no cover - for mypy against tensorrt-stubs only
+if TYPE_CHECKING:  # pragma: no cover - for mypy against the stubs only
+    import pycuda.driver
     import tensorrt
 
 LOG = logging.getLogger(__name__)
@@ -62,7 +67,11 @@ def require_tensorrt():
 
 
 def require_pycuda():
-    """Return ``pycuda.driver`` (initialised), or raise BackendUnavailableError."""
+    # type: () -> Any
+    """Return ``pycuda.driver`` (initialised), or raise BackendUnavailableError.
+
+    Callers then ``import pycuda.driver as cuda`` themselves, so that mypy checks their calls.
+    """
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
@@ -73,16 +82,42 @@ def require_pycuda():
     return cuda
 
 
+_PRIMARY_CONTEXTS = {}  # type: dict  # (pycuda.driver module, device index) -> retained primary context
+_PRIMARY_LOCK = threading.Lock()
+
+
+def primary_context(cuda, device_index=0):
+    # type: (Any, int) -> pycuda.driver.Context
+    """Device ``device_index``'s primary context, retained once per process and never detached.
+
+    Why not retain and detach per use: in pycuda 2022.1, ``detach()`` of a context that is not
+    current pushes it and only releases it (cuDevicePrimaryCtxRelease never pops), and detaching
+    it while current leaves it on the driver's stack too (src/cpp/cuda.hpp, context::detach), so
+    every detach leaves the context pushed on that thread. The CUDA runtime, which TensorRT uses,
+    holds the primary context for the life of the process anyway; one more reference costs nothing.
+    Users push it, work, free everything while it is current, and pop it: balanced on every thread.
+    """
+    key = (cuda, int(device_index))
+    with _PRIMARY_LOCK:
+        context = _PRIMARY_CONTEXTS.get(key)
+        if context is None:
+            context = cuda.Device(int(device_index)).retain_primary_context()
+            _PRIMARY_CONTEXTS[key] = context
+    return context
+
+
 @contextlib.contextmanager
 def cuda_context(device_index=0):
     """Make device ``device_index``'s primary context current on this thread, and pop it after.
 
-    The primary context is the one the CUDA runtime (and so TensorRT) uses; retaining and pushing
-    it per thread lets a runner or a calibrator work outside the main thread, which
-    ``import pycuda.autoinit`` does not.
+    The primary context is the one the CUDA runtime (and so TensorRT) uses; pushing it per thread
+    lets a runner or a calibrator work outside the main thread, which ``import pycuda.autoinit``
+    does not. Free what was allocated inside before leaving the block.
     """
-    cuda = require_pycuda()
-    context = cuda.Device(device_index).retain_primary_context()
+    require_pycuda()
+    import pycuda.driver as cuda
+
+    context = primary_context(cuda, device_index)
     context.push()
     try:
         yield context
@@ -96,7 +131,9 @@ def device_name_and_capability(device_index=0):
     pycuda is required (the runner needs it anyway) so that engines are always named by the same
     device name, e.g. "NVIDIA Tegra X1" on the Jetson Nano.
     """
-    cuda = require_pycuda()
+    require_pycuda()
+    import pycuda.driver as cuda
+
     device = cuda.Device(device_index)
     major, minor = device.compute_capability()
     return str(device.name()), "{}.{}".format(major, minor)
@@ -170,13 +207,12 @@ def uses_memory_pools(config):
 
 
 def set_workspace(trt, config, nbytes):
-    # type: (object, object, int) -> str
+    # type: (Any, tensorrt.IBuilderConfig, int) -> str
     """Limit the builder workspace; return which API was used (for the build options record)."""
     if uses_memory_pools(config):
-        pool = getattr(getattr(trt, "MemoryPoolType"), "WORKSPACE")
-        getattr(config, "set_memory_pool_limit")(pool, int(nbytes))
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(nbytes))  # trt>=8.5
         return "set_memory_pool_limit"
-    setattr(config, "max_workspace_size", int(nbytes))
+    config.max_workspace_size = int(nbytes)  # trt<8.5
     return "max_workspace_size"
 
 
@@ -189,38 +225,46 @@ class NamedTensorIO(object):
     api = "tensor-name"
 
     def __init__(self, trt, engine):
-        # type: (object, tensorrt.ICudaEngine) -> None
-        self.trt = trt  # type: Any
+        # type: (Any, tensorrt.ICudaEngine) -> None
+        self.trt = trt
         self.engine = engine
 
     def tensors(self):
+        # type: () -> list
+        engine = self.engine
         out = []
         input_mode = self.trt.TensorIOMode.INPUT
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            out.append(TensorIO(
-                name, i, self.engine.get_tensor_mode(name) == input_mode,
-                dims_tuple(self.engine.get_tensor_shape(name)),
-                np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))))
+        for i in range(engine.num_io_tensors):  # trt>=8.5
+            name = engine.get_tensor_name(i)  # trt>=8.5
+            is_input = engine.get_tensor_mode(name) == input_mode  # trt>=8.5
+            shape = engine.get_tensor_shape(name)  # trt>=8.5
+            dtype = engine.get_tensor_dtype(name)  # trt>=8.5
+            out.append(TensorIO(name, i, is_input, dims_tuple(shape), np.dtype(self.trt.nptype(dtype))))
         return out
 
     def set_input_shape(self, context, tensor, shape):
         # type: (tensorrt.IExecutionContext, TensorIO, tuple) -> None
-        if not context.set_input_shape(tensor.name, tuple(int(d) for d in shape)):
+        if not context.set_input_shape(tensor.name, tuple(int(d) for d in shape)):  # trt>=8.5
             raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
 
     def output_shape(self, context, tensor):
         # type: (tensorrt.IExecutionContext, TensorIO) -> tuple
-        return dims_tuple(context.get_tensor_shape(tensor.name))
+        return dims_tuple(context.get_tensor_shape(tensor.name))  # trt>=8.5
+
+    def profile_shapes(self, tensor):
+        # type: (TensorIO) -> tuple
+        """(min, opt, max) shapes of optimization profile 0 for input ``tensor``."""
+        shapes = self.engine.get_tensor_profile_shape(tensor.name, 0)  # trt>=8.5
+        return tuple(dims_tuple(d) for d in shapes)
 
     def bind(self, context, tensors, addresses):
         # type: (tensorrt.IExecutionContext, list, dict) -> None
         for tensor in tensors:
-            context.set_tensor_address(tensor.name, int(addresses[tensor.name]))
+            context.set_tensor_address(tensor.name, int(addresses[tensor.name]))  # trt>=8.5
 
     def execute(self, context, stream_handle):
         # type: (tensorrt.IExecutionContext, int) -> bool
-        return bool(context.execute_async_v3(int(stream_handle)))
+        return bool(context.execute_async_v3(int(stream_handle)))  # trt>=8.5
 
 
 class IndexedTensorIO(object):
@@ -229,35 +273,47 @@ class IndexedTensorIO(object):
     api = "binding-index"
 
     def __init__(self, trt, engine):
+        # type: (Any, tensorrt.ICudaEngine) -> None
         self.trt = trt
         self.engine = engine
         self._bindings = []  # type: list
 
     def tensors(self):
+        # type: () -> list
         engine = self.engine
         out = []
-        for i in range(int(getattr(engine, "num_bindings"))):
-            out.append(TensorIO(
-                getattr(engine, "get_binding_name")(i), i, bool(getattr(engine, "binding_is_input")(i)),
-                dims_tuple(getattr(engine, "get_binding_shape")(i)),
-                np.dtype(self.trt.nptype(getattr(engine, "get_binding_dtype")(i)))))
+        for i in range(int(engine.num_bindings)):  # trt<8.5
+            name = engine.get_binding_name(i)  # trt<8.5
+            is_input = bool(engine.binding_is_input(i))  # trt<8.5
+            shape = engine.get_binding_shape(i)  # trt<8.5
+            dtype = engine.get_binding_dtype(i)  # trt<8.5
+            out.append(TensorIO(name, i, is_input, dims_tuple(shape), np.dtype(self.trt.nptype(dtype))))
         return out
 
     def set_input_shape(self, context, tensor, shape):
-        if not getattr(context, "set_binding_shape")(tensor.index, tuple(int(d) for d in shape)):
+        # type: (tensorrt.IExecutionContext, TensorIO, tuple) -> None
+        if not context.set_binding_shape(tensor.index, tuple(int(d) for d in shape)):  # trt<8.5
             raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
 
     def output_shape(self, context, tensor):
-        return dims_tuple(getattr(context, "get_binding_shape")(tensor.index))
+        # type: (tensorrt.IExecutionContext, TensorIO) -> tuple
+        return dims_tuple(context.get_binding_shape(tensor.index))  # trt<8.5
+
+    def profile_shapes(self, tensor):
+        # type: (TensorIO) -> tuple
+        shapes = self.engine.get_profile_shape(0, tensor.index)  # trt<8.5
+        return tuple(dims_tuple(d) for d in shapes)
 
     def bind(self, context, tensors, addresses):
+        # type: (tensorrt.IExecutionContext, list, dict) -> None
         bindings = [0] * len(tensors)
         for tensor in tensors:
             bindings[tensor.index] = int(addresses[tensor.name])
         self._bindings = bindings
 
     def execute(self, context, stream_handle):
-        return bool(getattr(context, "execute_async_v2")(bindings=self._bindings, stream_handle=int(stream_handle)))
+        # type: (tensorrt.IExecutionContext, int) -> bool
+        return bool(context.execute_async_v2(bindings=self._bindings, stream_handle=int(stream_handle)))  # trt<8.5
 
 
 def tensor_io_for(trt, engine):

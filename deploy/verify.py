@@ -5,6 +5,9 @@ For every model in a bundle it runs every stage available here on the same prepr
   host:   eager PyTorch (the reference), BN-folded PyTorch, the bundle's FP32 ONNX and its ONNX
           Runtime INT8 model (when present)
   device: TensorRT engines found in the bundle (when TensorRT imports) and ONNX Runtime
+  opt-in: OpenVINO on the CPU (``openvino=True``, ``verify --openvino``): FP32, BF16 where the CPU
+          has AVX512_BF16/AMX-BF16, and the INT8 QDQ model; each row names the precision that
+          OpenVINO reports it compiled
 
 and reports, against the reference: top-1 agreement, cosine similarity of the logits (mean and
 minimum), and accuracy where the images are labelled (one folder per class). Where PyTorch cannot
@@ -26,7 +29,7 @@ import time
 
 import numpy as np
 
-from deploy.atomic import write_json, write_text
+from deploy.atomic import json_bytes, write_files
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
 from deploy.preprocess import (ImageError, config_from_dict, folder_label, list_image_files, pick_order,
                                preprocess_image, resize_side)
@@ -140,6 +143,34 @@ def onnx_stages(bundle, record, threads=None):
     return stages, notes
 
 
+def openvino_stages(bundle, record, threads=None, isa=None):
+    """OpenVINO stages: fp32, bf16 (where the CPU runs it natively) and int8 (the QDQ model)."""
+    from deploy.cpu_isa import local_cpu_isa
+    from deploy.runners.openvino_runner import OpenVinoRunner, import_openvino
+
+    try:
+        import_openvino()
+    except BackendUnavailableError as exc:
+        return [], ["OpenVINO stages skipped: {}".format(exc.one_line())]
+    isa = isa or local_cpu_isa()
+    stages, notes = [], []
+    plan = [("onnx", "fp32"), ("onnx", "bf16"), ("int8_onnx", "int8")]
+    for key, precision in plan:
+        entry = record.get(key) or {}
+        if not entry.get("path"):
+            continue
+        if precision == "bf16" and not isa.bf16_dot:
+            notes.append("openvino-bf16 skipped: this CPU ({}) lacks AVX512_BF16 and AMX-BF16".format(isa.model))
+            continue
+        path = bundle.path(entry["path"])
+        if not os.path.isfile(path):
+            notes.append("openvino-{} skipped: {} is listed but missing".format(precision, entry["path"]))
+            continue
+        stages.append(Stage("openvino-" + precision, precision, "openvino", entry["path"],
+                            functools.partial(OpenVinoRunner, path, threads=threads, precision=precision)))
+    return stages, notes
+
+
 def tensorrt_stages(bundle, name):
     """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
     engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
@@ -234,8 +265,10 @@ def _fixed_batch(record):
     return first
 
 
-def verify_model(bundle, name, images, threads=None, progress=True):
-    """Run every stage of ``name`` on ``images``; return the model's report dict."""
+def verify_model(bundle, name, images, threads=None, progress=True, openvino=False):
+    """Run every stage of ``name`` on ``images``; return the model's report dict.
+
+    ``openvino``: also the OpenVINO stages (fp32, bf16 where native, int8)."""
     record = bundle.model(name)
     cfg = config_from_dict(record["preprocessing"])
     input_name = (record.get("input") or {}).get("name", "input")
@@ -245,7 +278,10 @@ def verify_model(bundle, name, images, threads=None, progress=True):
     notes = []
     stages, more = torch_stages(record, name)
     notes.extend(more)
-    for make in (lambda: onnx_stages(bundle, record, threads), lambda: tensorrt_stages(bundle, name)):
+    makers = [lambda: onnx_stages(bundle, record, threads), lambda: tensorrt_stages(bundle, name)]
+    if openvino:
+        makers.append(lambda: openvino_stages(bundle, record, threads))
+    for make in makers:
         found, more = make()
         stages.extend(found)
         notes.extend(more)
@@ -296,8 +332,12 @@ def verify_model(bundle, name, images, threads=None, progress=True):
     ref = np.stack(outputs[reference.name])
     rows = []
     for stage in stages:
-        row = collections.OrderedDict([("stage", stage.name), ("precision", stage.precision),
+        # the precision that ran, where the runtime reports it (OpenVINO reads back its compiled model)
+        ran = getattr(runners.get(stage.name), "precision_ran", None)
+        row = collections.OrderedDict([("stage", stage.name), ("precision", ran or stage.precision),
                                        ("backend", stage.backend), ("source", stage.source)])
+        if ran and ran != stage.precision:
+            row["precision_requested"] = stage.precision
         if stage.name in errors:
             row["error"] = errors[stage.name]
         else:
@@ -318,13 +358,19 @@ def verify_model(bundle, name, images, threads=None, progress=True):
     return out
 
 
-def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, threads=None, progress=True):
+def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, threads=None, progress=True,
+                  openvino=False):
     """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report."""
     names = list(names or bundle.require_models())
-    for name in names:
-        bundle.model(name)  # unknown name -> BundleError before any work
+    missing = [n for n in names if n not in bundle.model_names()]
+    if missing:   # a usage error, as bench --models says it (exit 2), before any work
+        raise UsageError("not in bundle {}: {}".format(bundle.root, ", ".join(missing)),
+                         hint="models in it: {}".format(", ".join(bundle.model_names()) or "none"))
     if count < 1:
         raise UsageError("--count must be at least 1, not {}".format(count))
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1 (got {})".format(threads),
+                         hint="leave it out for ONNX Runtime's default")
     bundle.verify(names)
     if images_dir is not None:
         images = folder_images(images_dir, count)
@@ -343,10 +389,12 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                               ("machine", platform.machine()),
                                               ("platform", platform.platform())])
     report["models"] = collections.OrderedDict()
+    fidelity = collections.OrderedDict()
+    verified_onnx = dict((name, bundle.model(name)["onnx"].get("sha256")) for name in names)
     for name in names:
-        report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress)
-        record = bundle.model(name)
-        record["fidelity"] = collections.OrderedDict([
+        report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress,
+                                              openvino=openvino)
+        fidelity[name] = collections.OrderedDict([
             ("report", REPORT_JSON), ("images", report["models"][name]["images"]),
             ("image_source", source), ("reference", report["models"][name]["reference"]),
             ("stages", collections.OrderedDict(
@@ -354,9 +402,20 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                                       ("accuracy", r.get("accuracy"))]))
                 for r in report["models"][name]["stages"])),
         ])
-    write_json(bundle.path(REPORT_JSON), report)
-    write_text(bundle.path(REPORT_MD), markdown_report(report))
-    bundle.save()
+    write_files({bundle.path(REPORT_JSON): json_bytes(report),
+                 bundle.path(REPORT_MD): markdown_report(report).encode("utf-8")})
+
+    def add_fidelity(manifest):
+        # Only onto the records verified: a model rebuilt meanwhile keeps its new record untouched.
+        for name, entry in fidelity.items():
+            record = manifest.get("models", {}).get(name)
+            if isinstance(record, dict) and (record.get("onnx") or {}).get("sha256") == verified_onnx[name]:
+                record["fidelity"] = entry
+            else:
+                LOG.warning("%s changed while it was verified: its fidelity is not recorded; run verify again",
+                            name)
+
+    bundle.update_manifest(add_fidelity)
     return report
 
 

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from deploy.atomic import atomic_path, is_temp_name, sha256_file
+from deploy.atomic import atomic_path, folder_write_problem, is_temp_name, sha256_file
 from deploy.bundle import Bundle, onnx_relpath
 from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
@@ -62,6 +62,7 @@ class BuildOptions:
     dynamic_batch: bool = False
     force: bool = False
     precision: str | None = None                  # resolved precision, recorded in the manifest
+    precision_choice: dict | None = None          # cpu target: why that precision (deploy.cpu_isa.choice_record)
     threads: int = 1                              # torch / ONNX Runtime threads for the parity runs
     preprocess: dict[str, Any] | None = None      # overrides the card's mean/std/crop_pct/interpolation
 
@@ -136,19 +137,21 @@ def check_output_dir(out_dir: str) -> None:
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise PipelineError(f"output folder {folder} exists and is not a folder",
                                 hint="choose another --out, or move that file away")
-        try:
-            os.makedirs(folder, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise PipelineError(f"cannot write to output folder {folder}: {exc.strerror or exc}",
-                                hint="choose a writable --out folder, or fix its permissions") from None
+        if folder != out_dir and not os.path.isdir(folder):
+            continue   # made when its first file is written: a failed first build leaves no empty models/
+        problem = folder_write_problem(folder)
+        if problem:
+            raise PipelineError(f"output folder {folder} {problem}",
+                                hint="choose a writable --out folder, or fix its permissions")
+
+
+MAX_SIZE = 2048   # the largest input side built: the authors' largest is 1024; 100000 would need 100+ GB
 
 
 def _check_shape_options(options: BuildOptions) -> None:
-    if options.size < 1:
-        raise UsageError(f"--size must be a positive number of pixels, got {options.size}", hint="e.g. --size 320")
+    if not 1 <= options.size <= MAX_SIZE:
+        raise UsageError(f"--size must be a number of pixels from 1 to {MAX_SIZE}, got {options.size}",
+                         hint="e.g. --size 320 (the Jetson Nano protocol) or 224")
     if options.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {options.batch}", hint="e.g. --batch 1")
     if options.num_classes is not None and options.num_classes < 1:
@@ -266,6 +269,9 @@ PREPROCESS_KEYS = ("mean", "std", "crop_pct", "interpolation")
 def read_preprocess_override(path: str) -> dict[str, Any]:
     """Read ``--preprocess FILE``: a JSON object with any of mean, std, crop_pct, interpolation,
     bare or under a "preprocessing" key (so a training run's checkpoint sidecar can be passed as is)."""
+    if os.path.exists(path) and not os.path.isfile(path):   # a FIFO or a device would block the read
+        raise UsageError(f"--preprocess {path} is not a regular file",
+                         hint="give a JSON file such as {\"mean\": [...], \"std\": [...], \"crop_pct\": 1.0}")
     try:
         with open(path) as handle:
             data = json.load(handle)
@@ -371,7 +377,7 @@ class MacCounter:
 # ------------------------------------------------------------------------------------------------
 # One model
 # ------------------------------------------------------------------------------------------------
-def _reusable(bundle: Bundle, name: str, key: str) -> dict[str, Any] | None:
+def _reusable(bundle: Bundle, name: str, key: str, options: BuildOptions) -> dict[str, Any] | None:
     record = bundle.manifest.get("models", {}).get(name)
     if not isinstance(record, dict) or record.get("build", {}).get("key") != key:
         return None
@@ -381,7 +387,36 @@ def _reusable(bundle: Bundle, name: str, key: str) -> dict[str, Any] | None:
     except BundleError as exc:
         LOG.info("%s: cached ONNX not usable (%s); rebuilding", name, exc)
         return None
+    # A matching sha256 proves only that the file is the one the manifest names, and a manifest can
+    # be edited: re-run the graph checks on what is reused (parity stays the recorded one, said so).
+    try:
+        import onnx
+
+        from export.opset_check import allowed_ops_for, check_graph
+
+        path = bundle.path(entry.get("path", onnx_relpath(name)))
+        onnx.checker.check_model(path, full_check=True)
+        allowed, strict = allowed_ops_for(options.target)
+        check_graph(onnx.load(path), opset=options.target.max_opset, allowed=allowed if strict else None,
+                    label=f"{name} (reused)", target_label=options.target.name)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
+        LOG.warning("%s: the ONNX file the manifest names fails its checks (%s); rebuilding it", name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
     return record
+
+
+def _check_finite_weights(model, name: str, weights_path: str | None) -> None:
+    """NaN or inf in the weights is the checkpoint's fault, not a stage's: say so before any stage runs."""
+    import torch
+
+    from deploy.errors import WeightsError
+
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"{name}: the weights hold NaN or infinite values ({key})",
+                               hint=f"the checkpoint {weights_path or '(none)'} is damaged or its training diverged: "
+                                    "use another checkpoint")
 
 
 def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, Any],
@@ -409,6 +444,7 @@ def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, 
     LOG.info("%s: load (%s)", name, source.weights_path or "random weights")
     model, card, weights_record = source.load()
     model = model.eval()
+    _check_finite_weights(model, name, source.weights_path)
     params = sum(int(p.numel()) for p in model.parameters())
     lap("load")
 
@@ -539,7 +575,33 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-WORK_DIR_PREFIX = ".build-"   # a build's private work folder inside the bundle
+WORK_DIR_PREFIX = ".pipeline-build-"   # a build's private work folder inside the bundle (mkdtemp adds 8 chars)
+
+
+def check_build_folder(out_dir: str) -> None:
+    """Refuse to build into an existing folder that holds anything but a bundle (or what a build of
+    ours left in it: the writer lock, an empty models/, a work folder). Build never writes, and
+    never cleans, in a folder of someone else's files."""
+    from deploy.bundle import LOCK_NAME, MANIFEST_NAME
+
+    if not os.path.isdir(out_dir) or os.path.isfile(os.path.join(out_dir, MANIFEST_NAME)):
+        return
+    others = []
+    for entry in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, entry)
+        if entry == LOCK_NAME and os.path.isfile(path):
+            continue
+        if entry == "models" and os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
+            continue
+        if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path) and not os.path.islink(path):
+            continue
+        others.append(entry)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise UsageError(f"--out {out_dir} is a folder that is not empty and not a bundle (no manifest.json; "
+                         f"it holds {shown})",
+                         hint="give a new or empty folder, or an existing bundle, as --out: build writes only "
+                              "there and never removes files it did not make")
 
 
 def remove_leftovers(out_dir: str) -> int:
@@ -549,15 +611,19 @@ def remove_leftovers(out_dir: str) -> int:
     A killed process (SIGKILL, power loss) cannot clean up after itself; call this only while
     holding the bundle's writer lock, so no other build is using them. Returns how many were removed.
     """
+    from deploy.bundle import MANIFEST_NAME
+
     if not os.path.isdir(out_dir):
         return 0
+    check_build_folder(out_dir)   # a folder of someone else's files: refused, nothing removed
+    is_bundle = os.path.isfile(os.path.join(out_dir, MANIFEST_NAME))
     removed = 0
     for entry in os.listdir(out_dir):
         path = os.path.join(out_dir, entry)
         if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
-    for folder in ("models", "calibration"):
+    for folder in ("models", "calibration") if is_bundle else ():
         path = os.path.join(out_dir, folder)
         for entry in os.listdir(path) if os.path.isdir(path) else ():
             if is_temp_name(entry):
@@ -581,6 +647,8 @@ def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
     bundle.manifest["models"] = models if models is not None else collections.OrderedDict()
     if options.precision:
         bundle.manifest["precision"] = options.precision
+    if options.precision_choice:
+        bundle.manifest["precision_choice"] = options.precision_choice
     results: list[ModelBuildResult] = []
     bar = None
     with contextlib.ExitStack() as stack:
@@ -611,7 +679,7 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             bar.set_postfix_str(source.name)
         started = time.perf_counter()
         key = cache_key(source, options, versions)
-        record = None if options.force else _reusable(bundle, source.name, key)
+        record = None if options.force else _reusable(bundle, source.name, key, options)
         if record is not None:
             LOG.info("%s: inputs and options unchanged: reusing %s", source.name, record["onnx"]["path"])
             results.append(ModelBuildResult(source.name, True, time.perf_counter() - started, record))
@@ -619,11 +687,21 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             work_dir = tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=options.out_dir)
             try:
                 record, onnx_file = _build_one(source, options, versions, key, work_dir)
-                # Only now, with every check passed, replace the bundle's file and its record together.
+                # Only now, with every check passed, replace the bundle's file and its record together:
+                # the new file waits complete beside the old one until the manifest naming it is saved,
+                # so a failed save (a full disk) leaves the old file and the old manifest, in step.
                 with atomic_path(bundle.path(record["onnx"]["path"])) as tmp:
                     os.replace(onnx_file, tmp)
-                bundle.set_model(source.name, record)
-                bundle.save()
+                    previous = bundle.manifest["models"].get(source.name)
+                    bundle.set_model(source.name, record)
+                    try:
+                        bundle.save()
+                    except BaseException:
+                        if previous is None:
+                            del bundle.manifest["models"][source.name]
+                        else:
+                            bundle.set_model(source.name, previous)
+                        raise
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
             results.append(ModelBuildResult(source.name, False, time.perf_counter() - started, record))

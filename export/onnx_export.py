@@ -68,7 +68,7 @@ def check_onnx_file(path: str, label: str = "ONNX model"):
         return onnx.load(str(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"{label} fails onnx.checker: {first_line(exc)}",
-                          hint="this is a bug in the export of this model; run with -vv and report it") from exc
+                          hint="this is a bug in the export of this model; run `python pipeline.py -v build ...` and report it") from exc
 
 
 def export_onnx(model: nn.Module, path: str, *, input_shape=DEFAULT_INPUT_SHAPE, opset: int = 13,
@@ -94,7 +94,7 @@ def export_onnx(model: nn.Module, path: str, *, input_shape=DEFAULT_INPUT_SHAPE,
             raise ExportError(f"torch.onnx.export failed for {type(model).__name__} at opset {opset}: "
                               f"{first_line(exc)}",
                               hint="the model uses an operation the exporter cannot write at this opset; "
-                                   "run with -vv for the full trace") from exc
+                                   "run `python pipeline.py -v build ...` for the full trace") from exc
         onnx_model = check_onnx_file(tmp, label=f"exported {os.path.basename(path)}")
         graph = onnx_model.graph
         if [i.name for i in graph.input] != [input_name] or [o.name for o in graph.output] != [output_name]:

@@ -111,7 +111,8 @@ def check_parity(result: ParityResult, model_name: str = "model") -> ParityResul
     if result.decisive_top1_mismatches:
         reasons.append(f"top-1 differs on {result.decisive_top1_mismatches} of {result.samples} samples")
     raise ParityError(f"{model_name}: stage '{result.stage}' breaks parity with eager PyTorch: {'; '.join(reasons)}",
-                      hint="the stage changed the model's numbers; rebuild with --force -vv and report it")
+                      hint="the stage changed the model's numbers; rebuild with `python pipeline.py -v build --force ...` "
+                           "and report it")
 
 
 def run_torch(model, inputs: Sequence[np.ndarray]) -> np.ndarray:

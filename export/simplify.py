@@ -47,7 +47,7 @@ def simplify_onnx(in_path: str, out_path: str) -> SimplifyRecord:
                           hint="report the model; the unsimplified export is still valid for debugging") from exc
     if not ok:
         raise ExportError(f"onnxsim could not validate the simplified {in_path}",
-                          hint="report the model; run with -vv for details")
+                          hint="report the model; run `python pipeline.py -v build ...` for details")
     if main_opset(simplified) != opset_before:
         raise ExportError(f"onnxsim changed the opset of {in_path} from {opset_before} to {main_opset(simplified)}",
                           hint="pin an onnxsim version that keeps the opset (see requirements.txt)")

@@ -194,7 +194,8 @@ def check_input_size(card: ModelCard, size: int) -> None:
     if size < card.min_size:
         raise UsageError(
             f"{card.name} cannot take a {size}x{size} input: the smallest side it runs on is {card.min_size}",
-            hint=f"pass --size {max(card.min_size, card.total_stride)} or more (default {card.input_size[-1]})",
+            hint=f"pass --size {max(card.min_size, card.total_stride)} or more (its model card's side, the "
+                 f"paper's, is {card.input_size[-1]})",
         )
     if size % card.size_multiple:
         lower = size - size % card.size_multiple

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
+import sys
 from typing import Any
 
 from torch import nn
@@ -36,6 +38,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
 def load_user_model(spec: str) -> nn.Module:
     """Import ``package.module`` and return what ``function()`` builds, which must be an ``nn.Module``."""
     module_name, function_name = parse_spec(spec)
+    # `python pipeline.py` puts the script's folder on sys.path, not the current one: add it, so a
+    # package in the folder the user runs from imports, as the hint below tells them.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -52,6 +58,12 @@ def load_user_model(spec: str) -> nn.Module:
     except ImportError as exc:
         raise UsageError(f"module {module_name!r} for --model {spec} failed to import: {exc}",
                          hint=f"fix the import error in {module_name}") from exc
+    except SyntaxError as exc:
+        raise UsageError(f"module {module_name!r} for --model {spec} has a syntax error: {exc.msg} "
+                         f"({exc.filename}, line {exc.lineno})", hint="fix the syntax error") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module-level code can raise anything
+        raise UsageError(f"module {module_name!r} for --model {spec} raised {type(exc).__name__} on import: "
+                         f"{_first_line(exc)}", hint=f"fix the code of {module_name}") from None
     function: Any = getattr(module, function_name, None)
     if function is None:
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -66,11 +78,20 @@ def load_user_model(spec: str) -> nn.Module:
     except TypeError as exc:
         raise UsageError(f"{spec}() cannot be called without arguments: {exc}",
                          hint="wrap it in a function that takes no arguments") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's function can raise anything
+        raise UsageError(f"{spec}() raised {type(exc).__name__}: {_first_line(exc)}",
+                         hint=f"fix {spec} so that it returns the network (run it in Python to see the traceback)") \
+            from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned a {type(model).__name__}, not a torch.nn.Module",
                          hint="make the function return the network (an nn.Module instance)")
     LOG.info("user model %s: %s", spec, type(model).__name__)
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def _num_outputs(model: nn.Module) -> int | None:

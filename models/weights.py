@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ RANDOM_NOTE = "random weights: latency artifacts only"
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _PREFIX = "module."
 _SHOW = 5
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")  # keys named per category in a mismatch message
+_UNSAFE_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")  # keys named per category in a mismatch message
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,50 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | Non
 
 
 def _first_line(exc: BaseException) -> str:
-    """A one-line summary of a loader exception (torch's messages run over many lines)."""
+    """A one-line summary of a loader exception (torch's messages run over many lines). torch's
+    advice to retry with ``weights_only=False`` is never passed on: that runs the file's code."""
     text = str(exc)
     if "Unsupported operand" in text:
         return "not a valid pickle stream (" + text[text.index("Unsupported operand"):].split("\n")[0] + ")"
     if isinstance(exc, EOFError):
         return "the file is empty or truncated"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()
+             and not line.strip().startswith(("Weights only load failed", "Please file an issue", "Check the doc"))
+             and "weights_only" not in line]
     return lines[0] if lines else type(exc).__name__
+
+
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.")
+
+
+def _code_globals(path: Path) -> str | None:
+    """The first function or class a pickle would import that is not a tensor's own (``os.system``,
+    ``builtins.eval``...), read with pickletools, which runs nothing; None when there is none."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(str(path)):
+            with zipfile.ZipFile(str(path)) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            with open(str(path), "rb") as handle:
+                data = handle.read(64 << 20)
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                found = str(arg).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found = ".".join(strings[-2:])
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            if not found.startswith(_SAFE_GLOBAL_PREFIXES):
+                return found
+    except Exception:  # noqa: BLE001 - a damaged stream: then it is damage, not code
+        return None
+    return None
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -143,14 +180,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}",
                            hint="check the file's permissions") from exc
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's multi-line note on a plain pickle's protocol: ours says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses a pickle that names a class or function ("Unsupported global: GLOBAL
         # pkg.Name ..."); any other unpickling failure is damage (e.g. "Unsupported operand 110").
         found = _UNSAFE_GLOBAL.search(str(exc))
-        if found:
+        code_needed = found.group(1) if found else _code_globals(path)
+        if code_needed:
             raise WeightsError(
-                f"weights file {path} is a pickle that needs code to load ({found.group(1)}), refused for safety",
+                f"weights file {path} is a pickle that needs code to load ({code_needed}), refused for safety",
                 hint="re-save it as tensors only: torch.save(model.state_dict(), path) "
                      "(never torch.save(model)), from a source you trust",
             ) from exc

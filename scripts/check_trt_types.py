@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Type-check the device code's TensorRT calls against PyPI's ``tensorrt-stubs`` (TensorRT 10).
+"""Type-check the device code's TensorRT and pycuda calls, against TensorRT 10 or 8.2.
 
 No TensorRT can be installed here, so this is how the calls in deploy/ are checked against the
-published Python API. The stub package has a few syntax slips (a parameter named ``in``, a
-parameter without a default after defaulted ones, an import of the absent ``tensorrt_libs``);
-this script copies the stubs to a temporary folder, patches exactly those slips, and runs mypy on
-the TensorRT-touching modules with MYPYPATH pointing there. 8.2-only names are reached through
-``getattr`` after capability checks in deploy/, so the TensorRT 10 stubs cover the rest.
+Python APIs. ``--api 10`` (the default) uses PyPI's ``tensorrt-stubs`` (10.13); the stub package
+has a few syntax slips (a parameter named ``in``, a parameter without a default after defaulted
+ones, an import of the absent ``tensorrt_libs``), so this script copies the stubs to a temporary
+folder and patches exactly those slips. ``--api 8.2`` uses the hand-written TensorRT 8.2.1 stubs
+in ``typings/tensorrt-8.2`` (JetPack 4.6). Both use the pycuda 2022.1 stubs in ``typings/pycuda``.
+
+deploy/ calls both API generations directly, after capability checks; a line that uses a name only
+one generation has is marked ``# trt<8.5`` or ``# trt>=8.5``. Against the other generation such a
+line must fail with "has no attribute" (attr-defined); those errors, and only those, are counted
+as expected. Any other error, or an attr-defined error on an unmarked line, fails the check.
 
 Install the stubs outside site-packages and without their runtime dependency (the real tensorrt
 wheel, which needs NVIDIA's index and a GPU); inside site-packages their ``tensorrt/`` folder would
@@ -14,7 +19,8 @@ make ``import tensorrt`` succeed as an empty namespace package:
     pip install --no-deps --target .cache/tensorrt-stubs tensorrt-stubs==10.13.0.35.1
 (``TRT_STUBS_DIR`` overrides that folder; an install into site-packages is found too.)
 
-Usage: python scripts/check_trt_types.py [FILES...]     exit 0 clean, 1 type errors, 2 setup problem
+Usage: python scripts/check_trt_types.py [--api 10|8.2] [FILES...]
+       exit 0 clean, 1 type errors, 2 setup problem
 """
 import argparse
 import importlib.util
@@ -58,14 +64,18 @@ warn_unused_ignores = False
 follow_imports = silent
 show_error_codes = True
 
-[mypy-pycuda.*]
-ignore_missing_imports = True
-
 # The stubs themselves are generated and not clean (a DataType named ``bool`` shadows the builtin);
 # their errors are not ours to report, only the calls deploy/ makes into them.
 [mypy-tensorrt.*,tensorrt_bindings.*]
 ignore_errors = True
 """
+
+
+TYPINGS = os.path.join(ROOT, "typings")
+APIS = ("10", "8.2")
+# The marker of lines that only the *other* generation can type-check.
+OTHER_GENERATION_MARKER = {"10": "# trt<8.5", "8.2": "# trt>=8.5"}
+_ERROR = re.compile(r"^(?P<path>[^:\n]+):(?P<line>\d+): error: (?P<message>.*?)(?:  \[(?P<code>[a-z-]+)\])?$")
 
 
 class SetupError(Exception):
@@ -109,6 +119,43 @@ def patched_stubs(site, dest):
     return done
 
 
+def stub_tree(api, dest):
+    """Fill ``dest`` with the ``tensorrt`` stubs of ``api`` and the pycuda stubs; returns notes."""
+    notes = []
+    if api == "10":
+        notes = patched_stubs(find_stub_root(), dest)
+    else:
+        shutil.copytree(os.path.join(TYPINGS, "tensorrt-8.2", "tensorrt"), os.path.join(dest, "tensorrt"))
+        notes.append("TensorRT 8.2.1 stubs from typings/tensorrt-8.2")
+    shutil.copytree(os.path.join(TYPINGS, "pycuda", "pycuda"), os.path.join(dest, "pycuda"))
+    return notes
+
+
+def classify(output, api):
+    """(unexpected error lines, expected error lines) of a mypy run against ``api``."""
+    marker = OTHER_GENERATION_MARKER[api]
+    unexpected, expected = [], []
+    sources = {}
+    for line in output.splitlines():
+        match = _ERROR.match(line)
+        if not match:
+            continue
+        path = os.path.join(ROOT, match.group("path"))
+        if path not in sources:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    sources[path] = handle.read().splitlines()
+            except OSError:
+                sources[path] = []
+        number = int(match.group("line"))
+        text = sources[path][number - 1] if 0 < number <= len(sources[path]) else ""
+        if match.group("code") == "attr-defined" and text.rstrip().endswith(marker):
+            expected.append(line)
+        else:
+            unexpected.append(line)
+    return unexpected, expected
+
+
 def run_mypy(files, stub_dir):
     config = os.path.join(stub_dir, "mypy.ini")
     with open(config, "w") as handle:
@@ -123,22 +170,30 @@ def run_mypy(files, stub_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--api", choices=APIS, default="10", help="TensorRT API generation to check against")
     parser.add_argument("files", nargs="*", default=DEFAULT_FILES)
     args = parser.parse_args(argv)
     if importlib.util.find_spec("mypy") is None:
         print("mypy is not installed: pip install -r requirements-dev.txt", file=sys.stderr)
         return 2
     try:
-        site = find_stub_root()
         with tempfile.TemporaryDirectory(prefix="trt-stubs-") as tmp:
-            for line in patched_stubs(site, tmp):
-                print("patched stub: " + line)
+            for line in stub_tree(args.api, tmp):
+                print(("patched stub: " if args.api == "10" else "stubs: ") + line)
             code, output = run_mypy(args.files, tmp)
     except SetupError as exc:
         print("error: {}".format(exc), file=sys.stderr)
         return 2
-    print(output.rstrip())
-    return 0 if code == 0 else 1
+    unexpected, expected = classify(output, args.api)
+    for line in expected:
+        print("expected (the other API generation's name on a marked line): " + line)
+    for line in unexpected:
+        print(line)
+    if code != 0 and not unexpected and not expected:
+        print(output.rstrip())   # mypy failed without error lines (a crash, a bad option)
+        return 1
+    print("TensorRT {} API: {} unexpected error(s), {} expected".format(args.api, len(unexpected), len(expected)))
+    return 1 if unexpected else 0
 
 
 if __name__ == "__main__":

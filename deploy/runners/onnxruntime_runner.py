@@ -178,11 +178,22 @@ class OnnxRuntimeRunner(Runner):
             if cached:
                 LOG.info("saving the optimised graph of %s to %s", os.path.basename(self.model_path), cached)
                 options = self._options(ort, level)
-                with atomic_path(cached) as tmp:
-                    options.optimized_model_filepath = tmp
-                    self._session(ort, source, options, providers)
-                source, level = cached, _level(ort, "disable")
-        self.session = self._session(ort, source, self._options(ort, level), providers)
+                try:
+                    with atomic_path(cached) as tmp:
+                        options.optimized_model_filepath = tmp
+                        self._session(ort, source, options, providers)
+                    source, level = cached, _level(ort, "disable")
+                except (PipelineError, OSError) as exc:
+                    # The save may be what failed (a full disk, a read-only bundle), not the model: a
+                    # session without the save tells them apart (and raises the load error if it is the model).
+                    self.session = self._session(ort, source, self._options(ort, level), providers)
+                    # the model loaded without the save, so ONNX Runtime's error (it blames the model) is not quoted
+                    LOG.warning("could not save the optimised graph of %s to %s (%s): running without the cache; "
+                                "free some space there, or make it writable, to keep it next time",
+                                os.path.basename(self.model_path), cached,
+                                exc.strerror if isinstance(exc, OSError) else "a full disk or a read-only folder")
+        if self.session is None:
+            self.session = self._session(ort, source, self._options(ort, level), providers)
         self.loaded_from = source if isinstance(source, str) else "{} (rewritten for NCHWc in memory)".format(
             self.model_path)
         self._output_names = [o.name for o in self.session.get_outputs()]

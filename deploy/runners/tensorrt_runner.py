@@ -2,9 +2,11 @@
 
 * Page-locked host buffers and device buffers for every I/O tensor are allocated once, in
   ``activate``; one CUDA stream; two CUDA events time the execute call (``last_compute_ms``).
-* The CUDA context: the device's primary context (the one TensorRT's runtime API uses) is retained
-  in ``activate`` and pushed/popped around every call, so a runner works from any thread, not only
-  the one that created it (``import pycuda.autoinit`` would bind it to the importing thread).
+* The CUDA context: the device's primary context (the one TensorRT's runtime API uses), retained
+  once per process (deploy.trt_compat.primary_context), is pushed and popped around every call;
+  everything is allocated and freed while it is current, so activation and deactivation leave the
+  thread's context stack as they found it, from any thread (``import pycuda.autoinit`` would bind
+  it to the importing thread).
 * Both TensorRT API generations, chosen by what the engine offers (deploy.trt_compat): tensor names
   + ``execute_async_v3`` (8.5+/10) or binding indices + ``execute_async_v2`` (8.2, JetPack 4.6).
 * ``infer(feed)`` checks the feed and returns copies of the outputs; ``set_inputs(feed)`` +
@@ -18,11 +20,14 @@ Python 3.6-compatible; tensorrt and pycuda are imported in ``activate``.
 import logging
 import os
 import time
-from typing import Any  # noqa: F401 (type comments)
+from typing import TYPE_CHECKING, Any  # noqa: F401 (type comments)
 
 import numpy as np
 
 from deploy.runners.base import Runner, RunnerError, TensorMeta
+
+if TYPE_CHECKING:  # pragma: no cover - for mypy against the stubs only
+    import pycuda.driver
 
 LOG = logging.getLogger(__name__)
 
@@ -30,12 +35,14 @@ LOG = logging.getLogger(__name__)
 class TensorRTRunner(Runner):
     name = "tensorrt"
 
-    def __init__(self, engine_path, batch_size=1, device_index=0, copy_outputs=True):
-        """``batch_size`` fixes a dynamic batch dimension; ``copy_outputs=False`` makes ``infer``
-        return the page-locked output buffers themselves (valid until the next call)."""
+    def __init__(self, engine_path, batch_size=None, device_index=0, copy_outputs=True):
+        """``batch_size``: the batch to run; a dynamic batch dimension is set to it (within the
+        engine's optimization profile), a static one must equal it; None: the engine's static
+        batch, or 1. ``copy_outputs=False`` makes ``infer`` return the page-locked output buffers
+        themselves (valid until the next call)."""
         super(TensorRTRunner, self).__init__()
         self.engine_path = str(engine_path)
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.device_index = int(device_index)
         self.copy_outputs = bool(copy_outputs)
         self.last_compute_ms = None  # type: Any
@@ -58,17 +65,19 @@ class TensorRTRunner(Runner):
     # -- lifecycle ---------------------------------------------------------------------------------
     def activate_impl(self):
         from deploy.engines import BuildLog, make_trt_logger
-        from deploy.trt_compat import require_pycuda, require_tensorrt, tensor_io_for
+        from deploy.trt_compat import primary_context, require_pycuda, require_tensorrt, tensor_io_for
 
         require_tensorrt()
-        cuda = require_pycuda()
+        require_pycuda()
+        import pycuda.driver as cuda
         import tensorrt as trt
 
         if not os.path.isfile(self.engine_path):
             raise RunnerError("engine {} does not exist".format(self.engine_path),
                               hint="build it on this device: python3 pipeline.py engines BUNDLE")
         self._cuda = cuda
-        self._cuda_context = cuda.Device(self.device_index).retain_primary_context()
+        # Retained once per process (see trt_compat.primary_context); pushed and popped per call.
+        self._cuda_context = primary_context(cuda, self.device_index)
         self._cuda_context.push()
         try:
             self._log = BuildLog()
@@ -76,6 +85,7 @@ class TensorRTRunner(Runner):
             runtime = trt.Runtime(self._trt_logger)
             with open(self.engine_path, "rb") as handle:
                 engine = runtime.deserialize_cuda_engine(handle.read())
+            self._log.raise_if_callback_failed("loading engine {}".format(self.engine_path))
             if engine is None:
                 raise RunnerError(
                     "TensorRT {} could not load {}: {}".format(
@@ -89,26 +99,45 @@ class TensorRTRunner(Runner):
             self.io_api = self._io.api
             self._allocate()
         except BaseException:
-            self._release()
+            self._release()        # everything freed while the context is current, then popped
             cuda.Context.pop()
-            self._cuda_context.detach()
             self._cuda_context = None
             raise
         cuda.Context.pop()
 
+    def _batch_for(self, tensor):
+        """The batch to run ``tensor`` (an input) with, checked against the engine."""
+        if tensor.shape and tensor.shape[0] >= 0:
+            if self.batch_size is not None and self.batch_size != tensor.shape[0]:
+                raise RunnerError(
+                    "engine {} has a static batch of {} for {!r}; batch {} was asked for".format(
+                        self.engine_path, tensor.shape[0], tensor.name, self.batch_size),
+                    hint="use --batch {} or export the model with a dynamic batch and rebuild its engine".format(
+                        tensor.shape[0]))
+            return tensor.shape[0]
+        batch = 1 if self.batch_size is None else self.batch_size
+        low, _, high = self._io.profile_shapes(tensor)
+        if not low[0] <= batch <= high[0]:
+            raise RunnerError(
+                "batch {} is outside engine {}'s optimization profile for {!r} (batch {} to {})".format(
+                    batch, self.engine_path, tensor.name, low[0], high[0]),
+                hint="rebuild the engine for it: python3 pipeline.py engines BUNDLE --max-batch {} --force".format(batch))
+        return batch
+
     def _allocate(self):
-        cuda = self._cuda
+        import pycuda.driver as cuda
+
         tensors = self._io.tensors()
         for tensor in tensors:   # inputs first: output shapes follow from them
-            if tensor.is_input and any(d < 0 for d in tensor.shape):
-                shape = tuple(self.batch_size if d < 0 else d for d in tensor.shape)
-                self._io.set_input_shape(self._context, tensor, shape)
+            if tensor.is_input:
+                batch = self._batch_for(tensor)
+                if any(d < 0 for d in tensor.shape):
+                    self._io.set_input_shape(self._context, tensor, (batch,) + tuple(tensor.shape[1:]))
         resolved = []
         for tensor in tensors:
             shape = tensor.shape
             if any(d < 0 for d in shape):
-                shape = tuple(self.batch_size if d < 0 else d for d in shape) if tensor.is_input \
-                    else self._io.output_shape(self._context, tensor)
+                shape = self._io.output_shape(self._context, tensor)
             if any(d < 0 for d in shape):
                 raise RunnerError("cannot resolve the shape of {!r}: {}".format(tensor.name, shape))
             tensor = tensor._replace(shape=tuple(shape))
@@ -125,14 +154,17 @@ class TensorRTRunner(Runner):
                  ", ".join("{}{}".format(t.name, list(t.shape)) for t in resolved))
 
     def _release(self):
+        """Free every CUDA object; call with the context current (pycuda frees through it)."""
         for buffer in self._device.values():
             buffer.free()
         self._device = {}
         self._host = {}
+        self._start = None
+        self._end = None
+        self._stream = None
         self._context = None   # destroyed in this order, while the CUDA context is current
         self._engine = None
         self._runtime = None
-        self._stream = None
 
     def deactivate_impl(self):
         self._cuda_context.push()
@@ -140,7 +172,6 @@ class TensorRTRunner(Runner):
             self._release()
         finally:
             self._cuda.Context.pop()
-            self._cuda_context.detach()
             self._cuda_context = None
 
     # -- contract --------------------------------------------------------------------------------
@@ -172,23 +203,26 @@ class TensorRTRunner(Runner):
 
         End to end = host->device copies + execute + device->host copies, stream synchronised.
         """
-        cuda = self._cuda
-        stream = self._stream
+        import pycuda.driver as cuda
+
+        stream = self._stream  # type: pycuda.driver.Stream
+        start = self._start  # type: pycuda.driver.Event
+        end = self._end  # type: pycuda.driver.Event
         self._cuda_context.push()
         try:
             started = time.perf_counter()
             for tensor in self._tensors:
                 if tensor.is_input:
                     cuda.memcpy_htod_async(self._device[tensor.name], self._host[tensor.name], stream)
-            self._start.record(stream)
+            start.record(stream)
             ok = self._io.execute(self._context, stream.handle)
-            self._end.record(stream)
+            end.record(stream)
             for tensor in self._tensors:
                 if not tensor.is_input:
                     cuda.memcpy_dtoh_async(self._host[tensor.name], self._device[tensor.name], stream)
             stream.synchronize()
             end_to_end_ms = (time.perf_counter() - started) * 1000.0
-            compute_ms = float(self._start.time_till(self._end))
+            compute_ms = float(start.time_till(end))
         finally:
             cuda.Context.pop()
         if not ok:

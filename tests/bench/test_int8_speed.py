@@ -13,14 +13,22 @@ onnx = pytest.importorskip("onnx", reason="onnx not installed")
 
 def test_int8_speed_times_and_profiles_both_precisions(project_script, capsys):
     int8_speed = project_script("bench/int8_speed.py")
-    assert int8_speed.main(["--models", "mobilenetv2", "--size", "32", "--iterations", "4", "--warmup", "1",
-                            "--calib-count", "2", "--threads", "1", "--profile"]) == 0
+    assert int8_speed.main(["--models", "mobilenetv2", "--size", "32", "--iterations", "6", "--warmup", "1",
+                            "--rounds", "3", "--calib-count", "2", "--threads", "1", "--profile"]) == 0
     out = capsys.readouterr().out
     row = re.search(r"\| mobilenetv2 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|", out)
     assert row, out
     fp32, int8, speedup, fp32_tuned, int8_tuned, speedup_tuned = (float(v) for v in row.groups())
     for ms, other, ratio in ((fp32, int8, speedup), (fp32_tuned, int8_tuned, speedup_tuned)):
         assert ms > 0 and other > 0 and abs(ratio - ms / other) < 0.1 * ratio + 0.06   # ms rounded to 0.1
+    # each speed-up with its interval over the rounds, and a verdict that follows the interval
+    intervals = re.findall(r"([\d.]+)x \(([\d.]+)-([\d.]+)\) (faster|slower|no difference shown)", out)
+    assert len(intervals) == 2, out
+    for ratio, low, high, verdict in intervals:
+        assert float(low) <= float(ratio) <= float(high)
+        assert verdict == ("faster" if float(low) > 1 else "slower" if float(high) < 1 else "no difference shown") \
+            or abs(float(low) - 1) < 0.01 or abs(float(high) - 1) < 0.01            # printed rounded to 0.01
+    assert "CPU ISA: " in out
     for kind in ("pointwise", "depthwise"):   # MobileNetV2 has both, at both precisions
         assert number(out, r"\| mobilenetv2 \| {} \| ([\d.]+) \|".format(kind)) > 0
         assert number(out, r"\| mobilenetv2 \| {} \| [\d.]+ \| ([\d.]+) \|".format(kind)) > 0

@@ -54,8 +54,27 @@ def tiny_cnn(path, size=32, seed=0, channels=(12, 20, 10), classes=5):
     return str(path)
 
 
-def tiny_bundle(root, names=("hardnet39ds", "mobilenetv2"), size=32, target="cpu"):
-    """A bundle whose models are tiny CNNs under the given names (so the pair table has rows)."""
+def tiny_qdq(fp32_path, path, size=32):
+    """A QDQ INT8 copy of a tiny model (ONNX Runtime's static quantization, 4 random calibration inputs)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.RandomState(0)
+            self.feeds = iter([{"input": rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+                               for _ in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(fp32_path, path, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return path
+
+
+def tiny_bundle(root, names=("hardnet39ds", "mobilenetv2"), size=32, target="cpu", int8=False):
+    """A bundle whose models are tiny CNNs under the given names (so the pair table has rows);
+    ``int8``: with QDQ INT8 models too (models/<name>.int8.onnx, as the cpu target's INT8 build makes)."""
     from deploy.atomic import sha256_file
     from deploy.targets import get_target
 
@@ -72,6 +91,10 @@ def tiny_bundle(root, names=("hardnet39ds", "mobilenetv2"), size=32, target="cpu
             "output": {"name": "logits", "shape": [1, 5]},
             "params": 1000 + i, "macs": 100000 * (i + 1),
         }
+        if int8:
+            rel8 = "models/{}.int8.onnx".format(name)
+            tiny_qdq(os.path.join(root, rel), os.path.join(root, rel8), size)
+            manifest["models"][name]["int8_onnx"] = {"path": rel8, "sha256": sha256_file(os.path.join(root, rel8))}
     with open(os.path.join(root, "manifest.json"), "w") as handle:
         json.dump(manifest, handle)
     return root

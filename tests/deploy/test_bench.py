@@ -217,6 +217,54 @@ def test_bad_inputs(bundle, tmp_path, no_tensorrt, capsys, monkeypatch):
     assert code == 1 and "tensorrt is not installed" in err.lower()
 
 
+def test_bf16_is_refused_with_the_backend_or_the_missing_instructions(bundle, no_tensorrt, capsys, monkeypatch):
+    from deploy import cpu_isa
+    from tests.deploy.test_cpu_isa import EPYC_ZEN2, EPYC_ZEN4
+
+    monkeypatch.setattr(cpu_isa, "local_cpu_isa", lambda: cpu_isa.parse_cpu_isa(EPYC_ZEN4, "x86_64"))
+    code, _, err = _run(["bench", bundle, "--size", "32", "--precision", "bf16", "--backend", "onnxruntime"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "no BF16 convolutions" in err and "--backend openvino" in err
+    monkeypatch.setattr(cpu_isa, "local_cpu_isa", lambda: cpu_isa.parse_cpu_isa(EPYC_ZEN2, "x86_64"))
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))   # "installed"
+    code, _, err = _run(["bench", bundle, "--size", "32", "--precision", "bf16", "--backend", "openvino"], capsys)
+    assert code == 2 and "lacks AVX512_BF16 and AMX-BF16" in err and "AMD EPYC 7B12" in err
+
+
+def test_best_on_the_cpu_comes_from_the_flags_and_is_recorded(tmp_path, no_tensorrt, capsys, monkeypatch):
+    from deploy import cpu_isa
+    from tests.deploy.test_cpu_isa import EPYC_ZEN2, EPYC_ZEN4
+
+    both = tiny_bundle(tmp_path / "int8", names=("mobilenetv2",), int8=True)
+    monkeypatch.setattr(cpu_isa, "local_cpu_isa", lambda: cpu_isa.parse_cpu_isa(EPYC_ZEN4, "x86_64"))
+    code, _, err = _run(["-q", "bench", both, "--precision", "best", "--iterations", "2", "--warmup", "0",
+                         "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(both, "reports", "bench.json")))
+    choice = report["protocol"]["precision_choice"]
+    assert choice["precision"] == "int8" and choice["requested"] == "best" and "AVX512_VNNI" in choice["reason"]
+    assert report["results"][0]["precision"] == "int8"
+    assert "precision int8 chosen for --precision best" in open(os.path.join(both, "reports", "bench.md")).read()
+    monkeypatch.setattr(cpu_isa, "local_cpu_isa", lambda: cpu_isa.parse_cpu_isa(EPYC_ZEN2, "x86_64"))
+    assert _run(["-q", "bench", both, "--precision", "best", "--iterations", "2", "--warmup", "0", "--no-png"],
+                capsys)[0] == 0
+    report = json.load(open(os.path.join(both, "reports", "bench.json")))
+    assert report["results"][0]["precision"] == "fp32" and "no VNNI" in report["protocol"]["precision_choice"]["reason"]
+
+
+def test_openvino_rows_name_the_precision_it_compiled(bundle, no_tensorrt, capsys, monkeypatch):
+    from tests.deploy.openvino_fakes import make_openvino
+
+    monkeypatch.setitem(sys.modules, "openvino", make_openvino(has_bf16=True))
+    code, _, err = _run(["-q", "bench", bundle, "--backend", "openvino", "--precision", "fp32", "--iterations", "2",
+                         "--warmup", "0", "--no-png", "--size", "32"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle, "reports", "bench.json")))
+    for r in report["results"]:
+        assert r["precision"] == "fp32" and r["runner"]["inference_precision_hint"] == "f32"
+        assert r["runner"]["convolutions"] == {"f32": 3}
+
+
 def test_tensorrt_engine_errors(tmp_path, capsys, monkeypatch):
     """No engine, a stale engine (another TensorRT version), and one that fails to load: one line each."""
     from tests.deploy import trt_fakes
@@ -286,3 +334,23 @@ def test_with_the_real_tensorrt_runner_on_fake_tensorrt(tmp_path, monkeypatch, c
         assert len(r["latencies_ms"]) == 6 and len(r["compute_latencies_ms"]) == 6
         assert r["compute_ms"]["mean"] >= 0 and r["latency_ms"]["mean"] > 0
     assert "GPU compute ms" in out
+
+
+@pytest.mark.parametrize("generation", ["8.2", "8.5", "10"])
+def test_tensorrt_bench_with_a_batch_on_a_dynamic_batch_engine(tmp_path, monkeypatch, capsys, generation):
+    """--batch N reaches the TensorRT runner, which sets it within the engine's profile."""
+    from tests.deploy import trt_fakes
+
+    trt = trt_fakes.make_fake_trt(generation)
+    trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
+    bundle = trt_fakes.make_bundle(tmp_path / "b", dynamic=True)
+    assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16", "--max-batch", "4"]) == 0
+    capsys.readouterr()
+    code, _, err = _run(["-q", "bench", bundle.root, "--size", "4", "--batch", "3", "--iterations", "4",
+                         "--no-png"], capsys)
+    assert code == 0, err
+    report = json.load(open(os.path.join(bundle.root, "reports", "bench.json")))
+    assert report["results"][0]["input_shape"] == [3, 3, 4, 4]
+    code, _, err = _run(["-q", "bench", bundle.root, "--size", "4", "--batch", "5", "--iterations", "4",
+                         "--no-png"], capsys)
+    assert code == 1 and "batch 5 is outside" in err and "--max-batch 5" in err

@@ -135,3 +135,34 @@ def test_cache_from_other_calibration_data_is_not_reused(tmp_path):
     os.unlink(path + ".json")            # e.g. a cache written by trtexec: no record, trusted
     untracked = CalibrationCache(path, "entropy", {"calibration_sha256": "bbb"})
     assert untracked.read() == VALID and "trusted as is" in untracked.status
+
+
+def test_core_copies_tensorrts_memoryview_and_records_the_image_count(tmp_path):
+    """TensorRT hands write_calibration_cache a memoryview over its own buffer (pyInt8.cpp 8.2.1)."""
+    stream = CalibrationBatchStream(_npy(tmp_path, np.zeros((4, 3, 2, 2), np.float32)), (1, 3, 2, 2), 2)
+    cache = CalibrationCache(str(tmp_path / "m.calib"), "entropy", {"calibration_sha256": "aaa"})
+    core = CalibratorCore(stream, cache, lambda batch: 0xBEEF)
+    assert core.read_calibration_cache() is None
+    while core.get_batch(["input"]) is not None:
+        pass
+    buffer = bytearray(VALID)
+    core.write_calibration_cache(memoryview(buffer))
+    buffer[:] = b"\0" * len(buffer)                  # TensorRT frees its buffer after the call
+    core.raise_if_failed()
+    assert open(cache.path, "rb").read() == VALID and "calibrated on 4 images" in cache.status
+    again = CalibrationCache(cache.path, "entropy", {"calibration_sha256": "aaa"})
+    assert again.read() == VALID and again.images == 4 and "(calibrated on 4 images)" in again.status
+
+
+def test_core_callbacks_never_raise(tmp_path):
+    stream = CalibrationBatchStream(_npy(tmp_path, np.zeros((4, 3, 2, 2), np.float32)), (1, 3, 2, 2), 2)
+
+    class BrokenCache(CalibrationCache):
+        def read(self):
+            raise PermissionError("cache folder not readable")
+
+    core = CalibratorCore(stream, BrokenCache(str(tmp_path / "c"), "entropy"), lambda b: 1)
+    assert core.read_calibration_cache() is None
+    core.write_calibration_cache(b"\xff not a cache")   # writes (with a warning), no exception
+    with pytest.raises(CalibrationError, match="failed in read_calibration_cache: PermissionError"):
+        core.raise_if_failed("m")

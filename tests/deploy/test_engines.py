@@ -10,7 +10,7 @@ from deploy.errors import BackendUnavailableError, BundleError, PrecisionUnsuppo
 from deploy.targets import DeviceInfo
 from tests.deploy import trt_fakes
 
-GENERATIONS = ["8.2", "10"]
+GENERATIONS = trt_fakes.GENERATIONS
 
 
 @pytest.fixture
@@ -67,20 +67,20 @@ def test_fp16_build_writes_engine_sidecar_log_layers_and_timing_cache(tmp_path, 
     assert side["precision"] == "fp16" and side["build_options"]["workspace_mib"] == 256
     # the API generation was chosen by capability
     config = trt.last_config
-    if generation == "10":
-        assert side["workspace_api"] == "set_memory_pool_limit"
-        assert config.pool_limits == {"WORKSPACE": 256 << 20}
-        assert ("create_network", 0) in trt.calls
-    else:
+    if generation == "8.2":
         assert side["workspace_api"] == "max_workspace_size"
         assert config.max_workspace_size == 256 << 20
-        assert ("create_network", 1) in trt.calls          # 1 << EXPLICIT_BATCH
-    assert config.flags == {"FP16"}
+    else:                                                  # 8.5 offers both: the pools are used
+        assert side["workspace_api"] == "set_memory_pool_limit"
+        assert config._pool_limits == {"WORKSPACE": 256 << 20}
+    # 1 << EXPLICIT_BATCH where implicit batch still exists; TensorRT 10 is always explicit batch
+    assert ("create_network", 0 if generation == "10" else 1) in trt.calls
+    assert config._flags == {"FP16"}
     assert str(config.profiling_verbosity).endswith("DETAILED")
     log = open(bundle.path(engines.report_relpath(result.path, ".build.log"))).read()
     assert "[INFO] building with flags ['FP16']" in log and "tactic chatter" not in log
     layers = json.load(open(bundle.path(engines.report_relpath(result.path, ".layers.json"))))
-    assert layers["Layers"] == ["conv1", "fc"]
+    assert layers["Layers"] == ["conv1", "fc"] and layers["format"].endswith("JSON")
     assert os.path.isfile(bundle.path(engines.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1")))
     assert os.path.isfile(bundle.path("trtexec.sh"))
     assert os.path.isfile(bundle.path(summary["report"]))
@@ -177,17 +177,95 @@ def test_int8_calibrates_whole_batches_then_reads_its_cache(tmp_path, fake_env, 
     import sys
     sys.modules["pycuda.driver"].Device.compute_capability = lambda self: (7, 2)
     (result,), _ = engines.build_engines(bundle.root, "int8", calib_batch=8)
-    assert ("calibrated_batches", 2) in trt.calls                   # 20 images -> 2 whole batches of 8
-    assert trt.last_config.flags == {"FP16", "INT8"}                 # INT8 keeps an FP16 fallback
-    assert result.calibration == "no cache yet: calibrating; calibrated and wrote {}".format(
+    # The static batch-1 input makes TensorRT read one image per get_batch: every image must get there.
+    assert ("calibrated_batches", 20) in trt.calls
+    _assert_images_reached_tensorrt(trt, bundle, 20)
+    assert trt.last_config._flags == {"FP16", "INT8"}                 # INT8 keeps an FP16 fallback
+    assert result.calibration == "no cache yet: calibrating; calibrated on 20 images and wrote {}".format(
         os.path.basename(engines.calibration_cache_relpath("tiny", "entropy", trt.__version__, "NVIDIA Tegra X1")))
     side = _sidecar(bundle, result.path)
     assert side["build_options"]["calibrator"] == "entropy" and side["build_options"]["fp16_fallback"] is True
+    assert side["build_options"]["calib_batch"] == 1 and side["calibration_images"] == 20
+    _assert_cuda_balanced()
     cache_rel = engines.calibration_cache_relpath("tiny", "entropy", trt.__version__, "NVIDIA Tegra X1")
     assert open(bundle.path(cache_rel), "rb").read().startswith(b"TRT-")
     (again,), _ = engines.build_engines(bundle.root, "int8", calib_batch=8, force=True)
     assert any(c[0] == "calibration_cache_used" for c in trt.calls)
-    assert again.calibration.startswith("read cache") and "calibrated" not in again.calibration
+    assert again.calibration.startswith("read cache") and "(calibrated on 20 images)" in again.calibration
+    assert _sidecar(bundle, again.path)["calibration_images"] == 20
+
+
+def _assert_images_reached_tensorrt(trt, bundle, count):
+    import numpy as np
+    data = np.load(bundle.path(bundle.model("tiny")["calibration"]["path"]))
+    assert len(trt.calibration_images) == count
+    np.testing.assert_array_equal(np.stack(trt.calibration_images), data[:count])
+
+
+def _assert_cuda_balanced():
+    """Every push popped, every CUDA object freed while its context was current."""
+    import sys
+    driver = sys.modules["pycuda.driver"]
+    assert driver.context_stack() == [] and driver.driver_stack() == []
+    assert driver.leaks == [] and driver.live == {} and all(a.freed for a in driver.allocations)
+    assert driver.primary_refs.get(0, 0) <= 1
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_int8_dynamic_batch_calibrates_through_the_calibration_profile(tmp_path, fake_env, generation):
+    trt = fake_env(generation)
+    bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu", calib_count=20, dynamic=True)
+    (result,), _ = engines.build_engines(bundle.root, "int8", calib_batch=8, max_batch=4)
+    profile = trt.last_config._calibration_profile
+    assert profile._shapes["input"][1] == (8, 3, 4, 4)             # OPT = the calibration batch
+    assert ("calibrated_batches", 2) in trt.calls                    # 20 images -> 2 whole batches of 8
+    _assert_images_reached_tensorrt(trt, bundle, 16)
+    side = _sidecar(bundle, result.path)
+    assert side["calibration_images"] == 16 and side["build_options"]["calib_batch"] == 8
+    _assert_cuda_balanced()
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("broken", ["next_batch", "second_batch", "write", "read"])
+def test_calibration_callback_errors_are_raised_after_the_build_not_as_build_failures(
+        tmp_path, fake_env, monkeypatch, generation, broken):
+    """An exception must not leave a TensorRT callback (8.2 aborts the process; the fake raises
+    ProcessAborted, which pytest would report); it is raised after the build, naming the callback."""
+    from deploy import calibrator
+    from deploy.errors import CalibrationError
+
+    fake_env(generation)
+    bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu")
+
+    real_next_batch = calibrator.CalibrationBatchStream.next_batch
+
+    def boom(self, *args, **kwargs):
+        if broken == "second_batch" and self.position == 0:
+            return real_next_batch(self)      # one good batch, then the failure: no cache from it
+        raise OSError("disk full")
+    target = {"next_batch": calibrator.CalibrationBatchStream, "second_batch": calibrator.CalibrationBatchStream,
+              "write": calibrator.CalibrationCache, "read": calibrator.CalibrationCache}[broken]
+    monkeypatch.setattr(target, "next_batch" if broken == "second_batch" else broken, boom)
+    with pytest.raises(CalibrationError) as info:
+        engines.build_engines(bundle.root, "int8")
+    message = str(info.value)
+    assert message.startswith("tiny: INT8 calibration failed in ") and "disk full" in message
+    assert "workspace" not in message and "workspace" not in (info.value.hint or "")
+    written = os.listdir(bundle.path("engines")) if os.path.isdir(bundle.path("engines")) else []
+    assert not [f for f in written if f.endswith((".engine", ".calib"))]
+    _assert_cuda_balanced()
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_logger_callback_error_is_raised_after_the_build(tmp_path, fake_env, monkeypatch, generation):
+    fake_env(generation)
+    bundle = trt_fakes.make_bundle(tmp_path / "b")
+
+    def boom(self, severity, message):
+        raise UnicodeEncodeError("ascii", u"\xe9", 0, 1, "cannot log")
+    monkeypatch.setattr(engines.BuildLog, "add", boom)
+    with pytest.raises(engines.EngineBuildError, match="tiny: building the engine: the TensorRT logger callback failed"):
+        engines.build_engines(bundle.root, "fp16")
 
 
 def test_corrupt_calibration_cache_is_set_aside_and_recalibrated(tmp_path, fake_env):
@@ -198,10 +276,10 @@ def test_corrupt_calibration_cache_is_set_aside_and_recalibrated(tmp_path, fake_
     with open(bundle.path(cache_rel), "wb") as handle:
         handle.write(b"\x00\x01garbage")
     (result,), _ = engines.build_engines(bundle.root, "int8", calibrator="minmax", calib_batch=4)
-    assert "is unusable (first line" in result.calibration and "calibrated and wrote" in result.calibration
+    assert "is unusable (first line" in result.calibration and "calibrated on 20 images and wrote" in result.calibration
     assert os.path.isfile(bundle.path(cache_rel + ".corrupt"))      # kept, not lost
     assert open(bundle.path(cache_rel), "rb").read().startswith(b"TRT-1013-MinMaxCalibration")
-    assert ("calibrated_batches", 5) in trt.calls
+    assert ("calibrated_batches", 20) in trt.calls                   # batch-1 input: one image per batch
 
 
 def test_int8_without_calibration_data_fails_clearly(tmp_path, fake_env):
@@ -312,4 +390,21 @@ def test_new_calibration_data_means_new_calibration(tmp_path, fake_env):
     (result,), _ = engines.build_engines(bundle.root, "int8", calib_batch=4)
     assert "calibration_sha256" in result.reason                         # the engine is rebuilt ...
     assert "other calibration input" in result.calibration               # ... and so is the cache
-    assert ("calibrated_batches", 2) in trt.calls
+    assert ("calibrated_batches", 8) in trt.calls                    # 8 new images, one per batch
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_timing_cache_of_another_gpu_is_replaced(tmp_path, fake_env, generation):
+    trt = fake_env(generation)
+    bundle = trt_fakes.make_bundle(tmp_path / "b")
+    path = bundle.path(engines.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1"))
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as handle:
+        handle.write(b"TC:sm87")                            # written on an Orin
+    (result,), _ = engines.build_engines(bundle.root, "fp16")
+    assert _sidecar(bundle, result.path)["timing_cache"].endswith("from another device or version: new one")
+    assert open(path, "rb").read() == b"TC:sm53"
+    with open(path, "wb") as handle:
+        handle.write(b"garbage")
+    (result,), _ = engines.build_engines(bundle.root, "fp16", force=True)
+    assert _sidecar(bundle, result.path)["timing_cache"].endswith("unusable: new one")

@@ -1,6 +1,8 @@
 """`pipeline.py engines` and the end of `build` (_engines_after_build), with and without (fake) TensorRT."""
 import os
 
+import pytest
+
 import pipeline
 from tests.deploy import trt_fakes
 
@@ -25,13 +27,15 @@ def test_no_tensorrt_names_the_device_command(tmp_path, monkeypatch, capsys):
     assert "TensorRT" in err and "python3 pipeline.py engines" in err
 
 
-def test_engines_with_fake_tensorrt_prints_the_table(tmp_path, monkeypatch, capsys):
-    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), trt_fakes.make_fake_pycuda())
+@pytest.mark.parametrize("generation", trt_fakes.GENERATIONS)
+def test_engines_with_fake_tensorrt_prints_the_table(tmp_path, monkeypatch, capsys, generation):
+    trt = trt_fakes.make_fake_trt(generation)
+    trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b", models=("a", "b"))
     assert pipeline.main(["engines", bundle.root, "--precision", "best", "--models", "b"]) == 0
     out = capsys.readouterr().out
     assert "NVIDIA Tegra X1" in out and "precision fp16 (asked: best)" in out
-    assert "b.fp16.8.2.1.8.nvidia-tegra-x1.engine" in out and "a.fp16" not in out
+    assert "b.fp16.{}.nvidia-tegra-x1.engine".format(trt.__version__) in out and "a.fp16" not in out
 
 
 def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monkeypatch, capsys):
@@ -42,7 +46,7 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
     assert "TensorRT is not available here" in out
     assert "rsync -a pipeline.py deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/" in out
     assert "sh scripts/setup-jetson.sh" in out and "pipeline.py device-run" in out
-    assert "rsync -a {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
+    assert "rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
     assert "python3 pipeline.py engines build/b --precision fp16" in out
     assert os.path.isfile(bundle.path("trtexec.sh"))
 

@@ -42,16 +42,14 @@ def _tensorrt_fake(generation):
         from deploy.runners.tensorrt_runner import TensorRTRunner
         trt = trt_fakes.make_fake_trt(generation, io_shape=(1, 3, 4, 4))
         trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
-        builder = trt.Builder(trt.Logger())
         path = tmp_path / "tiny.engine"
-        path.write_bytes(builder.build_serialized_network(builder.create_network(0),
-                                                          builder.create_builder_config()))
+        path.write_bytes(trt_fakes.engine_bytes(trt, (1, 3, 4, 4)))
         return TensorRTRunner(str(path))
     return make
 
 
-RUNNERS = {"onnxruntime": _onnxruntime, "tensorrt-8.2-fake": _tensorrt_fake("8.2"),
-           "tensorrt-10-fake": _tensorrt_fake("10")}
+RUNNERS = dict([("onnxruntime", _onnxruntime)] + [
+    ("tensorrt-{}-fake".format(g), _tensorrt_fake(g)) for g in trt_fakes.GENERATIONS])
 
 
 @pytest.fixture(params=sorted(RUNNERS))

@@ -57,3 +57,46 @@ def test_bad_arrays_raise():
 def test_speedup():
     assert stats.speedup(37.9, 32.5) == pytest.approx(37.9 / 32.5)
     assert stats.speedup(10.0, None) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# ratios with a bootstrap confidence interval over interleaved rounds
+# ------------------------------------------------------------------------------------------------
+def _rounds(medians, spread=0.01, n=9, seed=0):
+    rng = np.random.RandomState(seed)
+    return [list(m * (1.0 + spread * rng.standard_normal(n))) for m in medians]
+
+
+def test_a_clear_speedup_is_claimed_with_its_interval():
+    from deploy.stats import claim, ratio_with_ci
+
+    drift = [10.0, 13.0, 9.0, 12.0, 11.0, 14.0, 10.5, 12.5]          # the machine drifts 50 % ...
+    baseline = _rounds(drift)
+    candidate = _rounds([d / 2.0 for d in drift], seed=1)            # ... but the candidate is always 2x
+    est = ratio_with_ci(baseline, candidate)
+    assert 1.9 < est.low <= est.ratio <= est.high < 2.1 and est.verdict == "faster" and est.rounds == 8
+    assert "2.00x as fast as" in claim("int8", "fp32", est) and "95% CI" in claim("int8", "fp32", est)
+    slower = ratio_with_ci(candidate, baseline)
+    assert slower.verdict == "slower" and abs(slower.ratio * est.ratio - 1.0) < 1e-9
+
+
+def test_noise_larger_than_the_difference_claims_nothing():
+    from deploy.stats import claim, ratio_with_ci
+
+    rng = np.random.RandomState(3)
+    a = [[10.0 * (1 + 0.3 * rng.standard_normal())] * 5 for _ in range(8)]   # 30 % noise between rounds,
+    b = [[10.3 * (1 + 0.3 * rng.standard_normal())] * 5 for _ in range(8)]   # 3 % true difference
+    est = ratio_with_ci(a, b)
+    assert est.low < 1.0 < est.high and est.verdict == "no difference shown"
+    assert "no difference shown" in claim("b", "a", est)
+
+
+def test_ratio_interval_edge_cases():
+    from deploy.stats import ratio_dict, ratio_with_ci
+
+    one = ratio_with_ci([[4.0, 4.0]], [[2.0, 2.0]])
+    assert (one.ratio, one.low, one.high, one.verdict) == (2.0, 2.0, 2.0, "no difference shown")  # 1 round: no CI
+    assert ratio_with_ci([[2.0]] * 3, [[1.0]] * 3, seed=5) == ratio_with_ci([[2.0]] * 3, [[1.0]] * 3, seed=5)
+    assert ratio_dict(one)["rounds"] == 1 and ratio_dict(one)["ci_low"] == 2.0
+    with pytest.raises(ValueError):
+        ratio_with_ci([[1.0]], [[1.0], [1.0]])

@@ -9,15 +9,13 @@ from deploy.runners.base import RunnerError
 from deploy.runners.tensorrt_runner import TensorRTRunner
 from tests.deploy import trt_fakes
 
-GENERATIONS = ["8.2", "10"]
+GENERATIONS = trt_fakes.GENERATIONS
 
 
-def _engine_file(tmp_path, trt, name="m.engine"):
-    """Serialized bytes the fake runtime accepts (what the fake builder returns)."""
-    builder = trt.Builder(trt.Logger())
-    blob = builder.build_serialized_network(builder.create_network(0), builder.create_builder_config())
+def _engine_file(tmp_path, trt, name="m.engine", input_shape=(-1, 3, 4, 4), max_batch=4):
+    """A serialized fake engine, as ``engines`` builds it (dynamic batch 1..max_batch by default)."""
     path = tmp_path / name
-    path.write_bytes(blob)
+    path.write_bytes(trt_fakes.engine_bytes(trt, input_shape, max_batch))
     return str(path)
 
 
@@ -35,6 +33,14 @@ def _expected(x):
     return x.reshape(x.shape[0], -1).sum(axis=1, keepdims=True) + np.arange(10, dtype=np.float32)
 
 
+def _assert_balanced(driver):
+    """Both context stacks (pycuda's and the driver's) empty on this thread; nothing leaked."""
+    assert driver.context_stack() == [] and driver.driver_stack() == []
+    assert driver.leaks == [] and driver.live == {}
+    assert all(a.freed for a in driver.allocations)
+    assert driver.primary_refs.get(0, 0) <= 1            # the primary context retained once, at most
+
+
 @pytest.mark.parametrize("generation", GENERATIONS)
 def test_infer_moves_data_through_host_and_device_buffers(tmp_path, fakes, generation):
     trt, driver = fakes(generation)
@@ -45,38 +51,85 @@ def test_infer_moves_data_through_host_and_device_buffers(tmp_path, fakes, gener
         assert list(meta) == ["input"] and meta["input"].shape == (1, 3, 4, 4)   # dynamic batch -> 1
         out = runner.infer({"input": x})
         np.testing.assert_allclose(out["logits"], _expected(x), rtol=1e-6)
-        assert runner.last_compute_ms == 0.25
+        assert runner.last_compute_ms == trt_fakes.EXECUTE_MS       # events around the execute only
         compute_ms, end_to_end_ms = runner.execute_timed()
-        assert compute_ms == 0.25 and end_to_end_ms >= 0.0
-        assert ("execute", generation) in trt.calls
-        assert driver.context_stack() == []          # every push popped
-    assert all(a.freed for a in driver.allocations)
+        assert compute_ms == trt_fakes.EXECUTE_MS and end_to_end_ms >= 0.0
+        # executed, copied and timed on the runner's own stream, not the default stream
+        assert ("execute", generation, runner._stream.handle) in trt.calls
+        assert {handle for _, handle in driver.calls} == {runner._stream.handle}
+        assert [op for op, _ in driver.calls[:4]] == [
+            "memcpy_htod_async", "event record", "event record", "memcpy_dtoh_async"]
+        assert driver.context_stack() == [] and driver.driver_stack() == []   # every push popped
+    _assert_balanced(driver)
 
 
-def test_batch_size_fixes_dynamic_batch(tmp_path, fakes):
-    trt, _ = fakes("10")
-    x = np.ones((3, 3, 4, 4), np.float32)
-    with TensorRTRunner(_engine_file(tmp_path, trt), batch_size=3) as runner:
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_batch_size_fixes_dynamic_batch_within_the_profile(tmp_path, fakes, generation):
+    trt, driver = fakes(generation)
+    x = np.random.RandomState(1).rand(3, 3, 4, 4).astype(np.float32)
+    path = _engine_file(tmp_path, trt, max_batch=4)
+    with TensorRTRunner(path, batch_size=3) as runner:
         assert runner.input_metadata()["input"].shape == (3, 3, 4, 4)
         assert runner.output_metadata()[0].shape == (3, 10)
+        np.testing.assert_allclose(runner.infer({"input": x})["logits"], _expected(x), rtol=1e-6)
+    runner = TensorRTRunner(path, batch_size=5)
+    with pytest.raises(RunnerError, match=r"batch 5 is outside .* \(batch 1 to 4\)") as info:
+        runner.activate()
+    assert "--max-batch 5" in info.value.hint and not runner.is_active
+    _assert_balanced(driver)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_static_engine_takes_its_own_batch_only(tmp_path, fakes, generation):
+    trt, driver = fakes(generation)
+    path = _engine_file(tmp_path, trt, input_shape=(2, 3, 4, 4))
+    x = np.ones((2, 3, 4, 4), np.float32)
+    with TensorRTRunner(path) as runner:           # no batch asked: the engine's
         np.testing.assert_allclose(runner.infer({"input": x})["logits"], _expected(x))
+    with TensorRTRunner(path, batch_size=2) as runner:
+        assert runner.input_metadata()["input"].shape == (2, 3, 4, 4)
+    with pytest.raises(RunnerError, match="static batch of 2"):
+        TensorRTRunner(path, batch_size=1).activate()
+    _assert_balanced(driver)
 
 
-def test_runner_works_from_another_thread(tmp_path, fakes):
-    trt, driver = fakes("8.2")
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_half_outputs_get_a_half_buffer(tmp_path, fakes, generation):
+    trt, driver = fakes(generation, output_dtype="HALF")
+    x = np.full((1, 3, 4, 4), 0.5, np.float32)
+    with TensorRTRunner(_engine_file(tmp_path, trt)) as runner:
+        out = runner.infer({"input": x})["logits"]
+        assert out.dtype == np.float16
+        np.testing.assert_allclose(out, _expected(x), rtol=1e-3)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_runner_works_from_another_thread(tmp_path, fakes, generation):
+    """Activated on one thread, used on a second, deactivated on a third: every thread's context
+    stacks end as they began, and nothing leaks."""
+    trt, driver = fakes(generation)
     x = np.full((1, 3, 4, 4), 0.5, np.float32)
     results = {}
-    with TensorRTRunner(_engine_file(tmp_path, trt)) as runner:
-        def work():   # a fresh thread has no current CUDA context: the runner must push its own
-            results["empty_before"] = driver.context_stack() == []
-            results.update(runner.infer({"input": x}))
-            results["empty_after"] = driver.context_stack() == []
-        worker = threading.Thread(target=work)
+    runner = TensorRTRunner(_engine_file(tmp_path, trt))
+
+    def in_thread(work):
+        def run():
+            try:
+                work()
+                results.setdefault("stacks", []).append((driver.context_stack(), driver.driver_stack()))
+            except BaseException as exc:   # noqa: BLE001 - reported by the assertion below
+                results["error"] = exc
+        worker = threading.Thread(target=run)
         worker.start()
         worker.join()
-    assert results["empty_before"] and results["empty_after"]
+
+    in_thread(runner.activate)
+    in_thread(lambda: results.update(runner.infer({"input": x})))
+    in_thread(runner.deactivate)
+    assert "error" not in results, results.get("error")
+    assert results["stacks"] == [([], [])] * 3
     np.testing.assert_allclose(results["logits"], _expected(x))
-    assert driver.context_stack() == []
+    _assert_balanced(driver)
 
 
 def test_copy_outputs_false_returns_the_page_locked_buffer(tmp_path, fakes):
@@ -88,15 +141,16 @@ def test_copy_outputs_false_returns_the_page_locked_buffer(tmp_path, fakes):
         assert first is second
 
 
-def test_engine_of_another_tensorrt_is_a_clear_error(tmp_path, fakes):
-    trt, driver = fakes("10")
-    other = trt_fakes.make_fake_trt("8.2")
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_engine_of_another_tensorrt_is_a_clear_error(tmp_path, fakes, generation):
+    trt, driver = fakes(generation)
+    other = trt_fakes.make_fake_trt("8.2" if generation != "8.2" else "10")
     path = _engine_file(tmp_path, other)
     runner = TensorRTRunner(path)
     with pytest.raises(RunnerError, match="version tag mismatch") as info:
         runner.activate()
     assert "rebuild" in info.value.hint and not runner.is_active
-    assert driver.context_stack() == []
+    _assert_balanced(driver)
     with pytest.raises(RunnerError, match="does not exist"):
         TensorRTRunner(str(tmp_path / "none.engine")).activate()
 

@@ -68,6 +68,34 @@ def test_labelled_folder_runs_every_stage(bundle, labelled):
     assert "onnx-int8" in text_report(report)
 
 
+def test_openvino_stages_name_the_precision_they_ran(bundle, labelled):
+    pytest.importorskip("openvino", reason="openvino not installed: the optional CPU backend (verify --openvino)")
+    from deploy.cpu_isa import local_cpu_isa
+
+    report = verify_bundle(bundle, images_dir=str(labelled), count=9, progress=False, openvino=True)
+    model = report["models"][NAME]
+    rows = stages_by_name(model)
+    bf16 = local_cpu_isa().bf16_dot is not None
+    assert [s for s in rows if s.startswith("openvino")] == (
+        ["openvino-fp32"] + (["openvino-bf16"] if bf16 else []) + ["openvino-int8"])
+    assert rows["openvino-fp32"]["precision"] == "fp32" and rows["openvino-fp32"]["cosine_min"] > 0.9999
+    assert rows["openvino-int8"]["precision"] == "int8"
+    if bf16:
+        assert rows["openvino-bf16"]["precision"] == "bf16" and rows["openvino-bf16"]["cosine_min"] > 0.99
+    else:
+        assert any("openvino-bf16 skipped" in note for note in model["notes"])
+
+
+def test_verify_openvino_without_openvino_says_so(bundle, labelled, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    report = verify_bundle(bundle, images_dir=str(labelled), count=2, progress=False, openvino=True)
+    model = report["models"][NAME]
+    assert not [s for s in stages_by_name(model) if s.startswith("openvino")]
+    assert any("OpenVINO stages skipped: openvino is not installed" in note for note in model["notes"])
+
+
 def test_random_weights_use_the_onnx_model_as_reference(tmp_path):
     bundle, _ = export_tiny_bundle(tmp_path / "bundle")
     write_images(tmp_path / "imgs", 3)
@@ -115,7 +143,7 @@ def test_cli_verify_errors(bundle, tmp_path, capsys):
     assert "no JPEG/PNG images" in capsys.readouterr().err
     assert pipeline.main(["-q", "verify", str(tmp_path / "nowhere")]) == 1
     assert pipeline.main(["-q", "verify", bundle.root, "--count", "0"]) == 2
-    assert pipeline.main(["-q", "verify", bundle.root, "--model", "nope"]) == 1
+    assert pipeline.main(["-q", "verify", bundle.root, "--model", "nope"]) == 2   # as bench --models
     assert not os.path.exists(bundle.path(REPORT_JSON))
 
 

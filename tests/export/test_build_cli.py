@@ -70,6 +70,7 @@ BAD = {
     "size too small": (["--models", "densenet121", "--size", "16"], 2, "cannot take a 16x16 input"),
     "bad batch": (["--batch", "0"], 2, "--batch must be at least 1"),
     "int8 on the nano": (["--precision", "int8"], 2, "no fast INT8"),
+    "bf16 on the nano": (["--precision", "bf16"], 2, "bf16 is a CPU precision"),
     "empty --models": (["--models", ""], 2, "--models is empty"),
     "user model import": (["--model", "nosuchpkg.mod:fn", "--models", "mobilenetv2"], 2, "nosuchpkg"),
 }
@@ -90,12 +91,35 @@ def test_bad_input(case, bundle_dir, tmp_path, capsys):
     assert snapshot(bundle_dir) == before         # nothing in the bundle changed
 
 
+def test_bf16_cpu_bundle_records_why_and_points_to_openvino(tmp_path, capsys, monkeypatch):
+    import json
+
+    from deploy import cpu_isa
+    from tests.deploy.test_cpu_isa import EPYC_ZEN2, EPYC_ZEN4
+
+    monkeypatch.setattr(cpu_isa, "local_cpu_isa", lambda: cpu_isa.parse_cpu_isa(EPYC_ZEN2, "x86_64"))
+    code, last = _run_bad(["build", "--target", "cpu", "--models", "mobilenetv2", "--size", SIZE, "--precision",
+                           "bf16", "--out", str(tmp_path / "no")], capsys)
+    assert code == 2 and "lacks AVX512_BF16 and AMX-BF16" in last and not (tmp_path / "no").exists()
+    monkeypatch.setattr(cpu_isa, "local_cpu_isa", lambda: cpu_isa.parse_cpu_isa(EPYC_ZEN4, "x86_64"))
+    out_dir = tmp_path / "bf16"
+    assert pipeline.main(["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", SIZE,
+                          "--precision", "bf16", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "--backend openvino --precision bf16" in out
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["precision"] == "bf16"
+    choice = manifest["precision_choice"]
+    assert choice["requested"] == "bf16" and "AVX512_BF16" in choice["reason"] and choice["cpu"] == "AMD EPYC 9B14"
+    assert not (out_dir / "models" / "mobilenetv2.int8.onnx").exists()     # BF16 is a runtime setting
+
+
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     code, last = _run_bad(["build", "--models", "mobilenetv2", "--size", SIZE, "--out", str(blocker / "sub")],
                           capsys)
-    assert code == 1 and "cannot write to output folder" in last and "(fix: " in last
+    assert code == 1 and "cannot be written" in last and "(fix: " in last
     assert blocker.read_text() == "not a folder"
 
 
@@ -191,12 +215,12 @@ def test_bad_preprocess_file(bundle_dir, tmp_path, capsys, content, expected):
 
 
 def test_leftovers_of_a_killed_build_are_removed_by_the_next(bundle_dir, caplog):
-    work = bundle_dir / ".build-killed"
+    work = bundle_dir / ".pipeline-build-k1ll3d00"
     work.mkdir()
     (work / "mobilenetv2.onnx").write_bytes(b"half an export")
-    half = bundle_dir / "models" / ".mobilenetv2.onnx.k1ll3d.tmp"
+    half = bundle_dir / "models" / ".mobilenetv2.onnx.k1ll3d00.tmp"
     half.write_bytes(b"half a file")
-    report = bundle_dir / "reports" / ".bench.json.x.tmp"   # not the build's: bench may be writing it right now
+    report = bundle_dir / "reports" / ".bench.json.x1234567.tmp"   # not the build's: bench may be writing it right now
     report.parent.mkdir(exist_ok=True)
     report.write_text("{")
     before = snapshot(bundle_dir)
