@@ -30,6 +30,13 @@ SMOKE_TOLERANCES = collections.OrderedDict([
     ("fp16", collections.OrderedDict([("atol", 1e-2), ("rtol", 1e-2)])),
 ])
 STEPS = ("bundle", "parse", "build", "deserialize", "bind", "copy", "execute", "compare")
+PARSE_HINT = "this TensorRT cannot parse the bundle's opset: check `pipeline.py targets` and the JetPack version"
+BUILD_HINT = "check free memory (doctor's memory line) and the CUDA install (sudo apt-get install nvidia-jetpack)"
+DESERIALIZE_HINT = "TensorRT's runtime rejects what its builder made: reinstall JetPack's TensorRT packages"
+BIND_HINT = "device memory or the CUDA context: check free memory and that this user is in the video group"
+COPY_HINT = "the page-locked host buffers: check free memory"
+EXECUTE_HINT = ("the execute call or the copies around it failed on the GPU (CUDA reports asynchronous errors "
+                "here): attach reports/doctor.json to a bug report")
 
 
 class SmokeTestError(PipelineError):
@@ -99,16 +106,15 @@ def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
     """The smoke model through TensorRT: parse, build, deserialize, bind, copy, execute, compare.
 
     The engine is built in memory and written to a temporary folder outside the bundle, so the
-    smoke test never adds to or changes the bundle.
+    smoke test never adds to or changes the bundle. Whatever a step raises (TensorRT and pycuda
+    raise their own exception types) becomes a SmokeTestError naming that step.
     """
     from deploy.engines import BuildLog, make_trt_logger
     from deploy.runners.tensorrt_runner import TensorRTRunner
     from deploy.trt_compat import network_flags, require_tensorrt, set_workspace
 
     record, onnx_path, x, reference = load_smoke(bundle)
-    require_tensorrt()
-    import tensorrt as trt
-
+    trt = require_tensorrt()
     started = time.time()
     log = BuildLog()
     logger = make_trt_logger(log)
@@ -116,38 +122,53 @@ def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
     def details():
         return "; ".join(log.errors()) or "no details from TensorRT"
 
-    builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt, builder))
-    parser = trt.OnnxParser(network, logger)
-    with open(onnx_path, "rb") as handle:
-        if not parser.parse(handle.read()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or details()
-            raise SmokeTestError("parse", errors,
-                                 hint="this TensorRT cannot parse the bundle's opset: check `pipeline.py targets`")
-    config = builder.create_builder_config()
-    set_workspace(trt, config, workspace_mib << 20)
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise SmokeTestError("build", details(), hint="check free memory (doctor's memory line) and the CUDA install")
-    runtime = trt.Runtime(logger)
-    if runtime.deserialize_cuda_engine(serialized) is None:
-        raise SmokeTestError("deserialize", details(), hint="TensorRT's runtime and builder disagree: reinstall JetPack")
+    def step(name, hint, work):
+        try:
+            return work()
+        except SmokeTestError:
+            raise
+        except Exception as exc:   # TensorRT's and pycuda's own types too: name the step, not a traceback
+            text = exc.one_line() if isinstance(exc, PipelineError) else "{}: {}".format(type(exc).__name__, exc)
+            raise SmokeTestError(name, text, hint=hint)
+
+    def parse():
+        builder = trt.Builder(logger)
+        network = builder.create_network(network_flags(trt, builder))
+        parser = trt.OnnxParser(network, logger)
+        with open(onnx_path, "rb") as handle:
+            if not parser.parse(handle.read()):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or details()
+                raise SmokeTestError("parse", errors, hint=PARSE_HINT)
+        return builder, network, parser
+
+    def build(builder, network):
+        config = builder.create_builder_config()
+        set_workspace(trt, config, workspace_mib << 20)
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise SmokeTestError("build", details(), hint=BUILD_HINT)
+        return bytes(serialized)
+
+    def deserialize(serialized):
+        if trt.Runtime(logger).deserialize_cuda_engine(serialized) is None:
+            raise SmokeTestError("deserialize", details(), hint=DESERIALIZE_HINT)
+
+    builder, network, parser = step("parse", PARSE_HINT, parse)
+    serialized = step("build", BUILD_HINT, lambda: build(builder, network))
+    step("deserialize", DESERIALIZE_HINT, lambda: deserialize(serialized))
     folder = tempfile.mkdtemp(prefix="hardnet-smoke-")
     try:
         path = os.path.join(folder, "smoke.{}.engine".format(precision))
         with open(path, "wb") as handle:
-            handle.write(bytes(serialized))
+            handle.write(serialized)
         runner = TensorRTRunner(path)
+        step("bind", BIND_HINT, runner.activate)
         try:
-            runner.activate()
-        except PipelineError as exc:
-            raise SmokeTestError("bind", exc.one_line())
-        try:
-            output = runner.infer({"input": x})["logits"]
-        except PipelineError as exc:
-            raise SmokeTestError(getattr(exc, "step", "execute"), exc.one_line())
+            step("copy", COPY_HINT, lambda: runner.set_inputs({"input": x}))
+            step("execute", EXECUTE_HINT, runner.execute_timed)
+            output = runner.outputs()["logits"]
         finally:
             runner.deactivate()
     finally:

@@ -144,3 +144,17 @@ def test_device_run_stops_at_the_failing_step_with_its_message(device, capsys, m
     assert code == 1 and "device-run stopped at doctor" in captured.err
     assert "Traceback" not in captured.err
     assert not [f for f in os.listdir(bundle.path("reports")) if f.endswith(".tar.gz")]
+
+
+def test_an_exception_of_tensorrts_own_type_is_named_by_its_step(device, monkeypatch):
+    import sys
+
+    bundle, _ = device("10")
+    trt = sys.modules["tensorrt"]
+
+    def deserialize_raises(self, data):
+        raise RuntimeError("std::exception: out of device memory")
+    monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", deserialize_raises)
+    report = doctor.run_doctor(bundle.root, jetson=NANO, meminfo=MEMINFO, device_role=True)
+    smoke = report["smoke"]["tensorrt fp32"]
+    assert smoke["step"] == "deserialize" and "RuntimeError: std::exception: out of device memory" in smoke["error"]
