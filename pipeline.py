@@ -284,12 +284,16 @@ def _engines_after_build(args, bundle_dir, precision):
     print("TensorRT is not available here, so the engines are built on the device "
           "(engines are specific to the GPU and TensorRT version that build them):")
     print("  1. copy the code and the bundle to the device:")
-    print("       rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/")
+    print("       rsync -a pipeline.py deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/")
     # the excludes: a killed writer's temporary files and the writer lock are not part of the bundle
     print("       rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/{}/".format(here, there))
     print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
-    print("  2. on the device (see README 'On the Jetson' for what to install first):")
-    print("       cd hardnet && python3 pipeline.py engines {} --precision {}".format(there, concrete))
+    print("  2. on the device, set up once (installs what is missing, then checks with `doctor`):")
+    print("       cd hardnet && sh scripts/setup-jetson.sh {}".format(there))
+    print("  3. then engines, benchmark and one archive of the reports to send back:")
+    print("       python3 pipeline.py device-run {} --precision {}".format(there, concrete))
+    print("     (or step by step: python3 pipeline.py engines {} --precision {}, then bench)".format(
+        there, concrete))
     print("  trtexec equivalents, for use without the Python bindings: {}".format(script))
     return EXIT_OK
 
@@ -531,6 +535,137 @@ def _cmd_bench(args):
 
 
 # ------------------------------------------------------------------------------------------------
+# doctor and device-run (device or host)                         owner: device first-contact issue
+# ------------------------------------------------------------------------------------------------
+def _add_doctor(sub):
+    p = sub.add_parser(
+        "doctor", help="check that this machine is ready for the next command, with a TensorRT smoke test",
+        description="One line per check (board, L4T/JetPack, Python, numpy, TensorRT, CUDA, cuDNN, pycuda, GPU "
+                    "and matching target, power mode and clocks, memory, swap, disk, the bundle and its "
+                    "engines), each passed or failed with the fix. With a bundle, the bundle's smoke model is "
+                    "built and run through TensorRT (FP32, and FP16 where fast) on a device, or ONNX Runtime "
+                    "on the host, and compared with the host's reference. Writes BUNDLE/reports/doctor.json. "
+                    "Exit 0 only if everything the next command needs passed.")
+    p.add_argument("bundle", nargs="?", default=None,
+                   help="bundle folder to check (default: the only bundle under build/, if there is one)")
+    p.set_defaults(func=_cmd_doctor)
+
+
+_MARKS = {"ok": ("\u2714", "ok"), "fail": ("\u2718", "FAIL"), "warn": ("!", "warn"), "info": ("-", "info")}
+
+
+def _mark(status):
+    """A check mark where the terminal can show one (a Jetson's C locale cannot), else a word."""
+    symbol, word = _MARKS[status]
+    try:
+        symbol.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return word
+    return symbol
+
+
+def _print_check(check):
+    line = "{} {:<22} {}".format(_mark(check.status), check.name, check.detail)
+    if check.status in ("fail", "warn") and check.fix:
+        line += "\n  {:<22} fix: {}".format("", check.fix)
+    print(line)
+    sys.stdout.flush()
+
+
+def _run_doctor(bundle_dir):
+    from deploy.doctor import run_doctor
+
+    report = run_doctor(bundle_dir, progress=_print_check)
+    failed = [c for c in report["checks"] if c["required"] and c["status"] == "fail"]
+    summary = "doctor: {} on the {} ({:.1f} s)".format(
+        "ready" if report["ok"] else "NOT ready: " + ", ".join(c["name"] for c in failed), report["role"],
+        report["seconds"])
+    print(summary + ("; wrote {}".format(report["written"]) if report["written"] else ""))
+    return report
+
+
+def _cmd_doctor(args):
+    found = _bundles_under_build()
+    bundle_dir = args.bundle or (found[0] if len(found) == 1 else None)
+    report = _run_doctor(bundle_dir)
+    return EXIT_OK if report["ok"] else EXIT_FAILURE
+
+
+def _add_device_run(sub):
+    from deploy.targets import PRECISION_CHOICES
+
+    p = sub.add_parser(
+        "device-run", help="on the device: doctor, engines, bench, verify, and one archive to send back",
+        description="Runs doctor, then engines, then bench on the authors' protocol (TensorRT), then verify "
+                    "when --images is given, and packs the reports, build logs, engine layer information and "
+                    "the environment into BUNDLE/reports/device-run-<board>-<date>.tar.gz. Stops at the first "
+                    "failing step with its message; a re-run skips the steps already done and still current "
+                    "(recorded in BUNDLE/reports/device-run.json).")
+    p.add_argument("bundle", nargs="?", default=os.path.join("build", "jetson-nano"),
+                   help="bundle folder (default: build/jetson-nano)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                   help="engine and bench precision (default: the target's default, fp16 on the Nano)")
+    p.add_argument("--images", metavar="DIR", default=None,
+                   help="held-out images for verify (one sub-folder per class); without it verify is skipped")
+    p.add_argument("--iterations", type=int, default=500, metavar="N", help="bench iterations (default 500)")
+    p.add_argument("--force", action="store_true", help="redo every step, even those already done")
+    p.set_defaults(func=_cmd_device_run)
+
+
+def _cmd_device_run(args):
+    from deploy import device_run
+    from deploy.bundle import Bundle
+    from deploy.environment import collect_environment
+    from deploy.errors import PipelineError
+    from deploy.targets import get_target, resolve_precision
+
+    bundle = Bundle.open(args.bundle)
+    precision = resolve_precision(get_target(bundle.target_name),
+                                  args.precision or get_target(bundle.target_name).default_precision)
+    state = {} if args.force else device_run.read_state(bundle)
+    common = (["-v"] * args.verbose) + (["-q"] if args.quiet else [])
+    steps = [
+        ("engines", common + ["engines", bundle.root, "--precision", precision]),
+        ("bench", common + ["bench", bundle.root, "--backend", "tensorrt", "--precision", precision,
+                            "--iterations", str(args.iterations)]),
+    ]
+    if args.images:
+        steps.append(("verify", common + ["verify", bundle.root, "--images", args.images]))
+    done = []
+    print("== doctor")
+    if not _run_doctor(bundle.root)["ok"]:
+        raise PipelineError("device-run stopped at doctor: a required check failed",
+                            hint="fix the lines marked above, then run device-run again")
+    done.append(("doctor", "ran"))
+    for step, argv in steps:
+        key = device_run.step_key(bundle, precision, args.images if step == "verify" else args.iterations)
+        if step != "engines" and device_run.is_current(bundle, state, step, key):
+            print("== {}: already done for these engines (skipped; --force redoes it)".format(step))
+            done.append((step, "skipped: current"))
+            continue
+        print("== " + step)
+        sub_args = make_parser().parse_args(argv)
+        try:
+            sub_args.func(sub_args)
+        except PipelineError as exc:
+            stopped = PipelineError("device-run stopped at {}: {}".format(step, exc), hint=exc.hint)
+            stopped.exit_code = exc.exit_code
+            raise stopped
+        device_run.record_step(bundle, state, step, device_run.step_key(
+            bundle, precision, args.images if step == "verify" else args.iterations))
+        done.append((step, "ran"))
+    env = collect_environment(backend="tensorrt", precision=precision)
+    board = (env.get("jetson") or {}).get("board") or env.get("hostname")
+    archive, members = device_run.write_archive(bundle, env, board)
+    done.append(("archive", "{} files".format(len(members))))
+    from deploy.report import format_table
+
+    print(format_table(["step", "result"], [list(row) for row in done]))
+    print("send back: {} (reports, build logs, layer information, environment)".format(bundle.path(archive)))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
 # analyze (host)                                                            owner: analyze issue
 # ------------------------------------------------------------------------------------------------
 ANALYZE_DEFAULT_MODELS = "hardnet39ds,mobilenetv2,hardnet68ds,mobilenetv2_140"
@@ -642,7 +777,8 @@ def make_parser():
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for add in (_add_build, _add_engines, _add_verify, _add_bench, _add_analyze, _add_targets, _add_models):
+    for add in (_add_build, _add_engines, _add_verify, _add_bench, _add_doctor, _add_device_run, _add_analyze,
+                _add_targets, _add_models):
         add(sub)
     return parser
 

@@ -660,8 +660,16 @@ def build_bundle(options: BuildOptions, progress: bool = True) -> BuildResult:
             bar = stack.enter_context(tqdm(total=len(sources), desc="build", unit="model", leave=False))
             stack.enter_context(logging_redirect_tqdm())
         _build_all(sources, options, bundle, versions, results, bar)
+    _write_smoke(bundle, options.target.max_opset)
     bundle.save()
     return BuildResult(bundle=bundle, models=results)
+
+
+def _write_smoke(bundle: Bundle, opset: int) -> None:
+    """The smoke model `doctor` runs on the device (export/smoke.py); cheap, so always rewritten."""
+    from export.smoke import write_smoke
+
+    bundle.manifest["smoke"] = write_smoke(bundle, opset)
 
 
 def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[str, Any],

@@ -185,6 +185,10 @@ class TensorRTRunner(Runner):
     def infer_impl(self, feed):
         self.set_inputs(feed)
         self.execute_timed()
+        return self.outputs()
+
+    def outputs(self):
+        """The outputs of the last execute: copies, or with ``copy_outputs=False`` the page-locked buffers."""
         outputs = {}
         for tensor in self._tensors:
             if not tensor.is_input:

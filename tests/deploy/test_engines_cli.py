@@ -44,9 +44,10 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
     assert pipeline._engines_after_build(None, bundle.root, "best") == 0
     out = capsys.readouterr().out
     assert "TensorRT is not available here" in out
-    assert "rsync -a pipeline.py deploy requirements-jetson.txt USER@DEVICE:hardnet/" in out
+    assert "rsync -a pipeline.py deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/" in out
+    assert "sh scripts/setup-jetson.sh" in out and "pipeline.py device-run" in out
     assert "rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
-    assert "cd hardnet && python3 pipeline.py engines build/b --precision fp16" in out
+    assert "python3 pipeline.py engines build/b --precision fp16" in out
     assert os.path.isfile(bundle.path("trtexec.sh"))
 
 

@@ -417,12 +417,15 @@ class _Bound(object):
 
 
 def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True, build_ok=True,
-                  version=None, io_shape=(-1, 3, 4, 4), classes=10, output_dtype="FLOAT", timing_key="sm53"):
+                  version=None, io_shape=(-1, 3, 4, 4), classes=10, output_dtype="FLOAT", timing_key="sm53",
+                  real_onnx=False):
     """A fake ``tensorrt`` module.
 
     ``io_shape``: the input shape of an engine built from a network nothing was parsed into (-1 =
     dynamic batch); a parsed fake ONNX brings its own. ``timing_key``: which GPU a timing cache
-    belongs to.
+    belongs to. ``real_onnx``: the parser also takes a real ONNX model (one input "input", one
+    output "logits") and the engine computes it with ONNX Runtime on the host, standing in for the
+    GPU, so a test can check real numbers end to end (the doctor's smoke test).
     """
     assert generation in GENERATIONS
     has_v2 = generation in ("8.2", "8.5")      # binding indices, execute_async_v2, max_workspace_size
@@ -552,6 +555,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
         def __init__(self, flags):
             self._flags = flags
             self._input = None          # (name, shape) once a model is parsed
+            self._onnx = None           # the model's bytes, with real_onnx
 
     class OptimizationProfile(_Bound):
         def __init__(self):
@@ -683,6 +687,8 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             if has_v2 and not self._network._flags & (1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)):
                 self._errors.append("Network must have explicit batch dimension (EXPLICIT_BATCH flag)")
                 return False
+            if real_onnx and not data.startswith(FAKE_ONNX_MAGIC):
+                return self._parse_real(data)
             if not data.startswith(FAKE_ONNX_MAGIC):
                 self._errors.append("Failed to parse ONNX model: not a ModelProto")
                 return False
@@ -695,6 +701,24 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
                 self._errors.append("Failed to parse ONNX model: truncated header")
                 return False
             self._network._input = (spec["input_name"], tuple(spec["input_shape"]))
+            return True
+
+        def _parse_real(self, data):
+            import onnx
+
+            try:
+                model = onnx.load_from_string(data)
+                onnx.checker.check_model(model)
+            except Exception as exc:   # the real parser reports any defect as a parse error
+                self._errors.append("Failed to parse ONNX model: {}".format(exc))
+                return False
+            if not parse_ok:
+                self._errors.append("In node 3 (Conv): unsupported attribute")
+                return False
+            graph_input = model.graph.input[0]
+            shape = tuple(d.dim_value if d.dim_value else -1 for d in graph_input.type.tensor_type.shape.dim)
+            self._network._input = (graph_input.name, shape)
+            self._network._onnx = data
             return True
 
         def get_error(self, index):
@@ -804,6 +828,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return memoryview(json.dumps({
                 "fake_engine": True, "generation": generation, "flags": sorted(config._flags),
                 "input": [name, list(shape)], "profile": [list(s) for s in profile] if profile else None,
+                "onnx": network._onnx.hex() if network._onnx else None,
             }).encode())
 
     trt.Builder = Builder
@@ -817,7 +842,9 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             self._shape = tuple(shape)
             self._profile = tuple(tuple(s) for s in blob["profile"]) if blob["profile"] else None
             self._names = [self._input_name, "logits"]
-            self._shapes = {self._input_name: self._shape, "logits": (self._shape[0], classes)}
+            self._onnx = bytes.fromhex(blob["onnx"]) if blob.get("onnx") else None
+            self._classes = _onnx_classes(self._onnx) if self._onnx else classes
+            self._shapes = {self._input_name: self._shape, "logits": (self._shape[0], self._classes)}
             self._dtypes = {self._input_name: trt.DataType.FLOAT, "logits": getattr(trt.DataType, output_dtype)}
 
         def _index(self, index):
@@ -881,7 +908,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             if len(shape) != len(low) or any(not (a <= d <= b) for a, d, b in zip(low, shape, high)):
                 return False
             self._shapes[name] = shape
-            self._shapes["logits"] = (shape[0], classes)
+            self._shapes["logits"] = (shape[0], self._engine._classes)
             return True
 
         def _run(self, addresses, stream_handle):
@@ -896,7 +923,10 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
 
             def work():
                 x = np.frombuffer(read_device(x_address, int(np.prod(x_shape)) * 4), dtype=np.float32).reshape(x_shape)
-                y = x.reshape(x_shape[0], -1).sum(axis=1, keepdims=True) + np.arange(y_shape[1], dtype=np.float32)
+                if self._engine._onnx:
+                    y = _run_onnx(self._engine._onnx, self._engine._input_name, x)
+                else:
+                    y = x.reshape(x_shape[0], -1).sum(axis=1, keepdims=True) + np.arange(y_shape[1], dtype=np.float32)
                 write_device(y_address, y.astype(out_type).tobytes())
                 CLOCK[0] += EXECUTE_MS
             enqueue(stream_handle, "execute", work)
@@ -975,6 +1005,20 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
 
     trt.Runtime = Runtime
     return trt
+
+
+def _onnx_classes(data):
+    import onnx
+
+    return onnx.load_from_string(data).graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+
+
+def _run_onnx(data, input_name, x):
+    """The "GPU" of a real_onnx engine: ONNX Runtime on the host."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {input_name: x})[0]
 
 
 def install(monkeypatch, trt=None, pycuda=None):
