@@ -33,7 +33,7 @@ def built(tmp_path_factory):
 def test_bundle_files_and_manifest(built):
     out, result = built
     assert [m.name for m in result.models] == ["mobilenetv2"] and not result.models[0].reused
-    assert sorted(os.listdir(out)) == ["manifest.json", "models"]          # no temporary files left
+    assert sorted(os.listdir(out)) == ["manifest.json", "models", "smoke"]   # no temporary files left
     assert os.listdir(out / "models") == ["mobilenetv2.onnx"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
@@ -91,7 +91,7 @@ def test_failure_mid_build_leaves_bundle_intact(built, monkeypatch):
     with pytest.raises(ExportError, match="simulated"):
         build_bundle(options(out, force=True), progress=False)
     assert {p: (out / p).read_bytes() for p in snapshot} == snapshot
-    assert sorted(os.listdir(out)) == ["manifest.json", "models"]
+    assert sorted(os.listdir(out)) == ["manifest.json", "models", "smoke"]
 
 
 def test_dynamic_batch_build(tmp_path):
