@@ -4,6 +4,7 @@ numpy + Pillow only, Python 3.6-compatible. The parameters come from the model c
 bundle manifest (device), as a plain dict, so the device never needs the model code.
 """
 import collections
+import contextlib
 import math
 
 import numpy as np
@@ -130,20 +131,37 @@ def _to_rgb(image):
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_image(path, min_side=None):
+def load_image(path, min_side=None, draft_size=None):
     """Open an image file as RGB (grey, palette, CMYK, alpha, 16-bit are converted). Raises ImageError.
 
     ``min_side``: the smallest shorter side the caller needs; large JPEGs are then decoded at a
     reduced DCT scale (Pillow's ``draft``), which is much faster for multi-megapixel photos.
+    ``draft_size``: instead, a callable (width, height) -> the (width, height) to ask ``draft`` for,
+    or None for a full decode (deploy.decode's fast path chooses its own DCT scale).
     """
     from PIL import Image
 
-    try:
+    with image_errors(path):
         with Image.open(str(path)) as image:
-            if min_side and image.format == "JPEG" and min(image.size) >= 2 * int(min_side):
-                image.draft("RGB", (int(min_side), int(min_side)))
+            if image.format == "JPEG":
+                request = None
+                if draft_size is not None:
+                    request = draft_size(*image.size)
+                elif min_side and min(image.size) >= 2 * int(min_side):
+                    request = (int(min_side), int(min_side))
+                if request:
+                    image.draft("RGB", tuple(int(v) for v in request))
             image.load()
             return _to_rgb(image)
+
+
+@contextlib.contextmanager
+def image_errors(path):
+    """Turn what Pillow (or a decoder after it) raises on a bad file into one skippable ImageError."""
+    from PIL import Image
+
+    try:
+        yield
     except Image.DecompressionBombError as exc:
         raise ImageError(
             "image {} is too large to decode safely ({})".format(path, exc),
