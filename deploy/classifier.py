@@ -131,6 +131,9 @@ class Classifier(object):
         self._dynamic = shape[0] is None
         self._batch = 1 if self._dynamic else int(shape[0])
         self._runner = runner
+        # One inference on a blank input: the first run pays for allocations and kernel choice,
+        # which would otherwise be charged to the first image's network time.
+        runner.infer({self._input_name: np.zeros(tuple(d or 1 for d in shape), dtype=meta[self._input_name].dtype)})
         if self.random_weights:
             LOG.warning("%s in %s has RANDOM weights: its predictions mean nothing (latency only); rebuild "
                         "with --weights for real ones", self.name, self.bundle.root)
