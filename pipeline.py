@@ -502,9 +502,9 @@ def _add_predict(sub):
                    help="default: the target's default on TensorRT, fp32 on the CPU")
     p.add_argument("--input", dest="input_kind", choices=("auto", "float32", "uint8"), default="auto",
                    help="auto (default): the bundle's uint8-input graph (build --input uint8) where the backend runs it")
-    p.add_argument("--decoder", choices=("auto", "pillow", "opencv", "reference"), default="auto",
-                   help="auto (default): OpenCV where installed, else Pillow; reference: the exact preprocessing "
-                        "of verify and calibration (slower)")
+    p.add_argument("--decoder", choices=("auto", "pillow", "opencv", "pillow+opencv", "reference"), default="auto",
+                   help="auto (default): pillow+opencv (Pillow's DCT-scaled JPEG decode, OpenCV's resize) where "
+                        "OpenCV is installed, else pillow; reference: the exact preprocessing of verify (slower)")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="labels per image (default 5)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="video/camera: stop after N frames")
     p.add_argument("--camera", default=None, metavar="SRC",

@@ -270,7 +270,8 @@ def open_classifier(bundle, model=None, backend="auto", precision=None, input_ki
 
     backend: "auto" (TensorRT engine if current, else ONNX Runtime), "tensorrt", "onnxruntime", "openvino".
     input_kind: "auto" (the bundle's uint8-input graph where it has one and the backend runs it),
-    "float32" or "uint8". decoder: "auto" (OpenCV where installed, else Pillow), "pillow", "opencv".
+    "float32" or "uint8". decoder: "auto" (pillow+opencv where OpenCV is installed, else pillow), "pillow",
+    "opencv", "pillow+opencv" or "reference" (verify's exact preprocessing).
     """
     return Classifier(bundle, model, backend=backend, precision=precision, input_kind=input_kind,
                       decoder=decoder, threads=threads)

@@ -9,8 +9,9 @@ from tests.deploy.predict_helpers import photo, write_photo
 
 CFG = PreprocessConfig(size=320, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear")
 TABLE = decode.normalise_table(CFG)
-DECODERS = ["pillow", pytest.param("opencv", marks=pytest.mark.skipif(
-    not decode.opencv_available(), reason="OpenCV (opencv-python-headless) is not installed here"))]
+DECODERS = ["pillow"] + [pytest.param(name, marks=pytest.mark.skipif(
+    not decode.opencv_available(), reason="OpenCV (opencv-python-headless) is not installed here"))
+                         for name in ("opencv", "pillow+opencv")]
 
 
 def cosine(a, b):
@@ -118,6 +119,6 @@ def test_reference_path_of_load_image_is_unchanged(tmp_path):
 
 def test_decoder_names():
     assert decode.resolve_decoder("pillow") == "pillow"
-    assert decode.resolve_decoder("auto") == ("opencv" if decode.opencv_available() else "pillow")
+    assert decode.resolve_decoder("auto") == ("pillow+opencv" if decode.opencv_available() else "pillow")
     with pytest.raises(Exception, match="unknown decoder"):
         decode.resolve_decoder("turbo")
