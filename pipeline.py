@@ -119,6 +119,9 @@ def _add_build(sub):
     p.add_argument("--preprocess", default=None, metavar="FILE",
                    help="JSON with mean/std/crop_pct/interpolation replacing the model card's preprocessing "
                         "(bare, or under a \"preprocessing\" key such as a training run's checkpoint sidecar)")
+    p.add_argument("--input", dest="input_kind", choices=("float32", "uint8"), default="float32",
+                   help="uint8: also write models/<name>.uint8.onnx taking uint8 NHWC images at the network size, "
+                        "normalised inside the graph (used by predict on ONNX Runtime; default float32 only)")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
     p.add_argument("--calib-count", type=int, default=500, metavar="N", help="int8 only: images to calibrate with (default 500)")
@@ -187,7 +190,8 @@ def _cmd_build(args):
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
         num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
         force=args.force, precision=precision,
-        preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None)
+        preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None,
+        input_kind=args.input_kind)
     with writer_lock(out_dir, "pipeline.py build"):
         remove_leftovers(out_dir)
         result = build_bundle(options, progress=not args.quiet)
