@@ -211,6 +211,13 @@ def to_tensor(rgb, table, out=None):
     return out
 
 
+def fast_rgb(source, cfg, decoder):
+    """The fast path's network-size uint8 RGB crop of a file path or an in-memory image."""
+    if isinstance(source, str):
+        return resize_crop(decode_file(source, cfg, decoder).image, cfg, decoder)
+    return resize_crop(as_rgb(source), cfg, decoder)
+
+
 def reference_tensor(image, cfg):
     """The reference preprocessing of a path or image: float32 (3, size, size), for comparisons."""
     from deploy.preprocess import preprocess_file
