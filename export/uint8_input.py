@@ -148,7 +148,8 @@ def ensure_uint8_model(bundle: Bundle, name: str, threads: int | None = None) ->
     entry = collections.OrderedDict([
         ("path", rel), ("sha256", sha256_file(bundle.path(rel))), ("source_sha256", source["sha256"]),
         ("input", {"name": INPUT_NAME, "shape": [shape[0], cfg.size, cfg.size, 3], "dtype": "uint8",
-                   "layout": "NHWC RGB", "resized": True}),
+                   "layout": "NHWC RGB", "resized": True,
+                   "dynamic_batch": bool(record["input"].get("dynamic_batch"))}),
         ("in_graph", "Cast, Transpose NHWC->NCHW, Mul 1/(255 std), Add -mean/std"),
         ("parity", parity)])
     record["uint8_onnx"] = entry

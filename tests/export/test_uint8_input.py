@@ -23,7 +23,7 @@ def test_uint8_graph_is_written_with_passed_parity_and_reused(bundle, caplog):
     entry = ensure_uint8_model(bundle, "hardnet39ds")
     assert entry["path"] == "models/hardnet39ds.uint8.onnx"
     assert entry["input"] == {"name": "image", "shape": [1, 32, 32, 3], "dtype": "uint8", "layout": "NHWC RGB",
-                              "resized": True}
+                              "resized": True, "dynamic_batch": False}
     assert entry["parity"]["passed"] and entry["parity"]["cosine"] > 0.99999
     bundle.verify_file(entry["path"], entry["sha256"])
     assert Bundle.open(bundle.root).model("hardnet39ds")["uint8_onnx"]["sha256"] == entry["sha256"]   # saved
@@ -79,3 +79,21 @@ def test_verify_reports_the_fast_rows(bundle, tmp_path):
         assert rows[name]["images"] == 4 and rows[name]["cosine_min"] > 0.99
     # the uint8 graph on the fast path's pixels is the float model on the same pixels
     assert abs(rows["onnx-uint8-fastpre"]["cosine_mean"] - rows["onnx-fp32-fastpre"]["cosine_mean"]) < 1e-5
+
+
+def test_build_input_uint8_with_a_dynamic_batch(tmp_path):
+    import onnx
+
+    from export.build import build_bundle
+    from tests.export.test_build import options
+
+    result = build_bundle(options(tmp_path, dynamic_batch=True, models=("hardnet39ds",), input_kind="uint8"),
+                          progress=False)
+    entry = result.models[0].record["uint8_onnx"]
+    assert entry["parity"]["passed"] and entry["input"]["shape"] == [1, 64, 64, 3] and entry["input"]["dynamic_batch"]
+    graph = onnx.load(str(tmp_path / entry["path"])).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 64, 64, 3]
+    with open_classifier(str(tmp_path), decoder="pillow") as clf:   # a batch of 3 through the dynamic uint8 graph
+        assert clf.input_kind == "uint8" and len(clf.classify_batch([photo(80, 60, seed=i) for i in range(3)])) == 3
