@@ -169,25 +169,28 @@ def resize_crop(image, cfg, decoder):
     return np.asarray(out, dtype=np.uint8)
 
 
+# Above this shrink factor the bilinear warp (no low-pass) aliases; Pillow's filters then widen
+# with the factor (antialiasing), so shrinking goes to Pillow. Measured in docs/predict.md.
+WARP_MAX_SHRINK = 1.05
+
+
 def _resize_opencv(array, cfg):
-    """The crop box resampled to the network size. Up to a 2x shrink (always, after a DCT-scaled
-    decode): an affine warp with the box's exact sub-pixel position, bilinear like Pillow's filter
-    there; beyond: INTER_AREA on the box rounded to whole pixels (it low-passes, as Pillow does)."""
+    """The crop box resampled to the network size by an affine warp with the box's exact sub-pixel
+    position (bilinear, as Pillow's filter is when enlarging), where it enlarges or keeps the scale
+    (always, after a DCT-scaled decode of a large JPEG); Pillow's antialiased resize where it shrinks."""
     import cv2
 
     height, width = array.shape[:2]
     left, top, right, bottom = crop_box(width, height, cfg)
     sx, sy = (right - left) / cfg.size, (bottom - top) / cfg.size
-    if max(sx, sy) <= 2.0:
-        # output pixel centre u + 0.5 maps to left + (u + 0.5) * sx in source pixel-edge coordinates
-        matrix = np.array([[sx, 0.0, left + 0.5 * sx - 0.5], [0.0, sy, top + 0.5 * sy - 0.5]], dtype=np.float64)
-        methods = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
-        flags = methods.get(cfg.interpolation, cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
-        return cv2.warpAffine(np.ascontiguousarray(array), matrix, (cfg.size, cfg.size), flags=flags,
-                              borderMode=cv2.BORDER_REPLICATE)
-    x0, y0 = int(math.floor(left + 0.5)), int(math.floor(top + 0.5))
-    x1, y1 = max(x0 + 1, int(math.floor(right + 0.5))), max(y0 + 1, int(math.floor(bottom + 0.5)))
-    return cv2.resize(np.ascontiguousarray(array[y0:y1, x0:x1]), (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
+    if max(sx, sy) > WARP_MAX_SHRINK:
+        return resize_crop(array, cfg, "pillow")
+    # output pixel centre u + 0.5 maps to left + (u + 0.5) * sx in source pixel-edge coordinates
+    matrix = np.array([[sx, 0.0, left + 0.5 * sx - 0.5], [0.0, sy, top + 0.5 * sy - 0.5]], dtype=np.float64)
+    methods = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+    flags = methods.get(cfg.interpolation, cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(np.ascontiguousarray(array), matrix, (cfg.size, cfg.size), flags=flags,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 # ------------------------------------------------------------------------------------------------
