@@ -429,6 +429,10 @@ def _add_bench(sub):
                         "other work; spinning, the default, is faster on an idle one)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default BUNDLE/reports)")
     p.add_argument("--no-png", action="store_true", help="skip bench.png")
+    p.add_argument("--e2e", action="store_true",
+                   help="also time predict end to end on --images (decode, preprocess, network, postprocess), "
+                        "side by side with the network-only figures")
+    p.add_argument("--images", default=None, metavar="DIR", help="--e2e: folder of JPEG/PNG images")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -473,11 +477,25 @@ def _cmd_bench(args):
         device = args.device or ("cuda" if cuda_available() else "cpu")
     if choice.fallback:
         LOG.warning("%s", choice.reason)
+    e2e_paths = None
+    if args.e2e:
+        from deploy.e2e import image_paths
+
+        if bundle is None:
+            raise UsageError("--e2e needs a bundle", hint="python pipeline.py bench BUNDLE --e2e --images DIR")
+        e2e_paths = image_paths(args.images)
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
                                       progress=not args.quiet, optimized_model_dir=cache)
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
+    if e2e_paths is not None:
+        from deploy.e2e import run_e2e
+
+        e2e = run_e2e(bundle, names, e2e_paths, protocol.iterations, protocol.warmup, choice.name,
+                      precision=args.precision, threads=args.threads)
+        for result in results:
+            result["e2e"] = e2e.get(result["model"])
     report = build_report(env, protocol, results, extras)
     out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
                                        "reports")

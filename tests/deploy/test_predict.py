@@ -124,3 +124,24 @@ def test_unreadable_video_and_absent_camera_are_reported(bundle, tmp_path, capsy
     out = capsys.readouterr().out
     assert code == 1
     assert "OpenCV cannot open video" in out and "camera /dev/video-absent-for-test cannot be opened" in out
+
+
+def test_bench_e2e_reports_side_by_side(bundle, folder, tmp_path, capsys):
+    out = tmp_path / "reports"
+    code = pipeline.main(["bench", bundle, "--backend", "onnxruntime", "--iterations", "6", "--warmup", "1",
+                          "--e2e", "--images", str(folder), "--out", str(out), "--no-png"])
+    text = capsys.readouterr().out
+    assert code == 0 and "end to end on image files" in text
+    report = json.loads((out / "bench.json").read_text())
+    e2e = report["results"][0]["e2e"]
+    assert e2e["iterations"] == 6 and e2e["skipped_images"] == 1 and e2e["images"] == 3   # broken.jpg skipped
+    med = e2e["median_ms"]
+    assert med["total_ms"] > med["network_ms"] > 0 and e2e["decode_preprocess_share"] > 0
+    assert "End to end on image files" in (out / "bench.md").read_text()
+
+
+def test_bench_e2e_needs_an_image_folder(bundle, tmp_path, capsys):
+    assert pipeline.main(["bench", bundle, "--backend", "onnxruntime", "--e2e"]) == 2
+    assert "--e2e needs --images DIR" in capsys.readouterr().err
+    assert pipeline.main(["bench", bundle, "--backend", "onnxruntime", "--e2e", "--images", str(tmp_path)]) == 2
+    assert "no JPEG/PNG images" in capsys.readouterr().err
