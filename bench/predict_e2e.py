@@ -149,6 +149,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     from deploy.preprocess import list_image_files
 
+    load_before = ", ".join("{:.2f}".format(v) for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     try:
         with tempfile.TemporaryDirectory(prefix="predict-e2e-") as scratch:
             paths = list_image_files(args.images) if args.images else make_images(scratch)
@@ -177,7 +178,7 @@ def main(argv=None):
         ("model", args.model), ("bundle", os.path.abspath(args.bundle)), ("size", described["size"]),
         ("random_weights", described["random_weights"]),
         ("images", args.images or "scikit-image samples as 1280x720 JPEG q90"), ("image_count", len(paths)),
-        ("rounds", args.rounds), ("cpu", cpu_model()), ("cpu_flags", flags), ("python", platform.python_version()),
+        ("rounds", args.rounds), ("load_average_before", load_before), ("cpu", cpu_model()), ("cpu_flags", flags), ("python", platform.python_version()),
         ("goal", "decode+preprocess <= {:.0f}% of network".format(100 * GOAL)),
         ("best", best["variant"] if best else None), ("goal_met", met), ("variants", rows)])
     lines = ["{} at {} on ONNX Runtime, {} images ({}), {} interleaved rounds; CPU {} [{}]".format(
@@ -186,6 +187,10 @@ def main(argv=None):
     verdict = "goal {}: best fast variant {} at {:.1f}% [95% CI {:.1f}, {:.1f}] of the network time".format(
         "MET" if met else "NOT met", best["variant"], 100 * best["ratio"], 100 * best["ratio_ci95"][0],
         100 * best["ratio_ci95"][1]) if best else "no fast variant"
+    if described["random_weights"]:
+        verdict += ("\nnote: random weights: the agreement columns mean nothing here (their logits hardly depend "
+                    "on the input); measure agreement with trained weights (verify, docs/predict.md)")
+    verdict += "\nload average before the run: {}".format(load_before)
     print("\n".join(lines + [table, verdict]))
     reports = os.path.join(args.bundle, "reports")
     if os.access(args.bundle, os.W_OK):
