@@ -69,6 +69,26 @@ def make_images(folder, width=1280, height=720, quality=90):
     return paths
 
 
+def video_check(bundle, model, paths, frames, folder, threads):
+    """Goal 3: predict on a 1280x720 MJPEG video of ``paths``: fps against 1000 / mean total ms."""
+    import cv2
+    from PIL import Image
+
+    from deploy.predict import video_record
+
+    video = os.path.join(folder, "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (1280, 720))
+    for i in range(frames):
+        rgb = Image.open(paths[(i // 8) % len(paths)]).convert("RGB").resize((1280, 720))
+        writer.write(cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR))
+    writer.release()
+    with open_classifier(bundle, model, backend="onnxruntime", threads=threads) as clf:
+        record = video_record(clf, "video", video, topk=5)
+        record["input_kind"], record["decoder"] = clf.input_kind, clf.decoder
+    record["gap"] = round(abs(record["fps"] - record["fps_from_mean_total"]) / record["fps_from_mean_total"], 4)
+    return record
+
+
 def variants(bundle, model, threads):
     """[(name, classifier, decoder)] with the classifiers opened (the caller closes them)."""
     decoders = ["reference", "pillow"] + (["opencv", "pillow+opencv"] if opencv_available() else [])
@@ -145,6 +165,8 @@ def main(argv=None):
                         help="JPEG/PNG folder (default: scikit-image samples as 1280x720 JPEGs)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: physical cores)")
+    parser.add_argument("--video-frames", type=int, default=120,
+                        help="frames of the 1280x720 MJPEG test video for the fps check (0: skip; needs OpenCV)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     from deploy.preprocess import list_image_files
@@ -166,6 +188,8 @@ def main(argv=None):
             finally:
                 for clf in {id(c): c for _, c, _ in variant_list}.values():
                     clf.close()
+            video = video_check(args.bundle, args.model, paths, args.video_frames, scratch, args.threads) \
+                if args.video_frames > 0 and opencv_available() else None
     except PipelineError as exc:
         sys.stderr.write("error: {}\n".format(exc.one_line()))
         return 1
@@ -180,7 +204,7 @@ def main(argv=None):
         ("images", args.images or "scikit-image samples as 1280x720 JPEG q90"), ("image_count", len(paths)),
         ("rounds", args.rounds), ("load_average_before", load_before), ("cpu", cpu_model()), ("cpu_flags", flags), ("python", platform.python_version()),
         ("goal", "decode+preprocess <= {:.0f}% of network".format(100 * GOAL)),
-        ("best", best["variant"] if best else None), ("goal_met", met), ("variants", rows)])
+        ("best", best["variant"] if best else None), ("goal_met", met), ("variants", rows), ("video", video)])
     lines = ["{} at {} on ONNX Runtime, {} images ({}), {} interleaved rounds; CPU {} [{}]".format(
         args.model, described["size"], len(paths), report["images"], args.rounds, cpu_model(), ", ".join(flags))]
     table = format_table(HEADERS, table_rows(rows))
@@ -190,6 +214,11 @@ def main(argv=None):
     if described["random_weights"]:
         verdict += ("\nnote: random weights: the agreement columns mean nothing here (their logits hardly depend "
                     "on the input); measure agreement with trained weights (verify, docs/predict.md)")
+    if video is not None:
+        verdict += ("\nvideo ({} frames 1280x720 MJPEG, {} input, {} decoder): {:.2f} fps, 1000 / mean total "
+                    "{:.2f}: {:.1f}% apart (goal <= 5%: {})").format(
+            video["frames"], video["input_kind"], video["decoder"], video["fps"], video["fps_from_mean_total"],
+            100 * video["gap"], "met" if video["gap"] <= 0.05 else "NOT met")
     verdict += "\nload average before the run: {}".format(load_before)
     print("\n".join(lines + [table, verdict]))
     reports = os.path.join(args.bundle, "reports")
