@@ -18,16 +18,12 @@ Which of Pillow and OpenCV wins is measured by bench/predict_e2e.py (docs/predic
 uses the winner when it is installed. Python 3.6-compatible; cv2 is imported lazily.
 """
 import collections
-import logging
-import math
 
 import numpy as np
 
 from deploy.errors import UsageError
-from deploy.preprocess import (ImageError, _pil_filter, _to_rgb, image_errors, load_image, preprocess_image,
+from deploy.preprocess import (ImageError, pil_filter, to_rgb, image_errors, load_image, preprocess_image,
                                resize_side)
-
-LOG = logging.getLogger(__name__)
 
 DECODERS = ("auto", "pillow", "opencv", "pillow+opencv", "reference")
 # pillow: Pillow decodes and resizes; opencv: OpenCV does both; pillow+opencv: Pillow's scaled JPEG
@@ -150,7 +146,7 @@ def as_rgb(image):
             raise ImageError("image array has shape {}; expected (H, W, 3) RGB".format(image.shape),
                              hint="pass one image, height x width x RGB")
         return image[:, :, :3]
-    return _to_rgb(image)
+    return to_rgb(image)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,7 +161,7 @@ def resize_crop(image, cfg, decoder):
 
         image = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
     width, height = image.size
-    out = image.resize((cfg.size, cfg.size), _pil_filter(cfg.interpolation), box=crop_box(width, height, cfg))
+    out = image.resize((cfg.size, cfg.size), pil_filter(cfg.interpolation), box=crop_box(width, height, cfg))
     return np.asarray(out, dtype=np.uint8)
 
 

@@ -95,7 +95,7 @@ def folder_label(path, folder):
     return parts[0] if len(parts) > 1 else None
 
 
-def _pil_filter(name):
+def pil_filter(name):
     from PIL import Image
 
     filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -110,7 +110,7 @@ def _pil_filter(name):
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def _to_rgb(image):
+def to_rgb(image):
     """Any Pillow mode -> RGB. 16-bit and float grey are scaled to 8 bits rather than clipped."""
     from PIL import Image
 
@@ -152,7 +152,7 @@ def load_image(path, min_side=None, draft_size=None):
                 if request:
                     image.draft("RGB", tuple(int(v) for v in request))
             image.load()
-            return _to_rgb(image)
+            return to_rgb(image)
 
 
 @contextlib.contextmanager
@@ -174,7 +174,7 @@ def image_errors(path):
 
 def preprocess_image(image, cfg):
     """PIL image (any mode) -> float32 array (3, size, size), normalised."""
-    image = _to_rgb(image)
+    image = to_rgb(image)
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("image has no pixels ({}x{})".format(width, height))
@@ -187,7 +187,7 @@ def preprocess_image(image, cfg):
         # Huge image: box-reduce by an integer factor first (what Pillow's reducing_gap=2 does),
         # so the filtered resize below works on at most ~2x the output size.
         image = image.reduce(factor)
-    image = image.resize((new_w, new_h), _pil_filter(cfg.interpolation))
+    image = image.resize((new_w, new_h), pil_filter(cfg.interpolation))
     left = (new_w - cfg.size) // 2
     top = (new_h - cfg.size) // 2
     image = image.crop((left, top, left + cfg.size, top + cfg.size))

@@ -1,6 +1,5 @@
 """pipeline.py predict: images, folders with bad files, --json, video files and cameras (OpenCV)."""
 import json
-import os
 
 import numpy as np
 import pytest
