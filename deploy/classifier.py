@@ -90,7 +90,11 @@ class Classifier(object):
                      "OpenVINO, fp32; TensorRT engines take float input), or use --input float32")
         use_uint8 = uint8 is not None and choice.name in bench.CPU_BACKENDS and precision == "fp32" and \
             input_kind in ("auto", "uint8")
-        protocol = bench.make_protocol(iterations=1, warmup=0, size=self.cfg.size, batch=1, threads=threads)
+        input_rec = self.record.get("input") or {}
+        first = (input_rec.get("shape") or [1])[0]
+        fixed = isinstance(first, int) and first > 0 and not input_rec.get("dynamic_batch")
+        protocol = bench.make_protocol(iterations=1, warmup=0, size=self.cfg.size, batch=first if fixed else 1,
+                                       threads=threads)
         self._plan = bench.plan_models(self.bundle, [self.name], choice.name, precision, protocol)[0]
         if use_uint8:
             path = self.bundle.verify_file(uint8["path"], uint8["sha256"])

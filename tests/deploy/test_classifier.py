@@ -131,3 +131,31 @@ def test_auto_picks_tensorrt_when_a_current_engine_exists(bundle, monkeypatch):
     monkeypatch.setattr(deploy.engines, "find_engine", lambda bundle, name, precision: "engines/x.engine")
     clf = Classifier(bundle, backend="auto")
     assert clf.backend == "tensorrt" and clf.model_path.endswith("engines/x.engine")
+
+
+def test_a_fixed_batch_of_two_is_filled_and_trimmed(tmp_path):
+    """A model exported with batch 2: one image is repeated to fill it, three run as two batches."""
+    import json
+
+    from tests.deploy.bench_tiny import tiny_cnn
+
+    root = classifier_bundle(str(tmp_path / "b2"))
+    model_path = str(tmp_path / "b2" / "models" / "hardnet39ds.onnx")
+    tiny_cnn(model_path, size=32)
+    import onnx
+
+    model = onnx.load(model_path)
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    onnx.save(model, model_path)
+    from deploy.atomic import sha256_file
+
+    manifest = json.load(open(root + "/manifest.json"))
+    record = manifest["models"]["hardnet39ds"]
+    record["input"]["shape"][0] = 2
+    record["onnx"]["sha256"] = sha256_file(model_path)
+    json.dump(manifest, open(root + "/manifest.json", "w"))
+    images = [photo(50, 40, seed=i) for i in range(3)]
+    with open_classifier(root, decoder="pillow") as clf:
+        one_by_one = [clf.classify(image) for image in images]
+        assert clf.classify_batch(images) == one_by_one
