@@ -45,16 +45,21 @@ GOAL = 0.25
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd")
 
 
-def make_images(folder, width=1280, height=720, quality=90):
-    """The scikit-image sample photographs, centre-cut to width:height and saved as JPEGs (host only)."""
+def make_images(folder, count=16, width=1280, height=720, quality=90):
+    """The scikit-image sample photographs as width x height JPEGs (host only): the whole photos
+    first, then (count > 16) verify's deterministic crops and flips of them; each centre-cut to
+    width:height and resized."""
     from PIL import Image
 
-    from calibration.images import generic_photo_paths
+    from calibration.images import ImageCache, generic_items, generic_photo_paths
 
     os.makedirs(folder, exist_ok=True)
+    cache = ImageCache()
+    photos = [(os.path.splitext(os.path.basename(p))[0], Image.open(p).convert("RGB")) for p in generic_photo_paths()]
+    crops = [("crop{:03d}".format(i), cache.open(item, 0).convert("RGB"))
+             for i, item in enumerate(generic_items(max(0, count - len(photos)), seed=1))]
     paths = []
-    for source in generic_photo_paths():
-        image = Image.open(source).convert("RGB")
+    for name, image in (photos + crops)[:count]:
         w, h = image.size
         if w * height > h * width:
             cut = int(h * width / height)
@@ -62,7 +67,7 @@ def make_images(folder, width=1280, height=720, quality=90):
         else:
             cut = int(w * height / width)
             box = (0, (h - cut) // 2, w, (h - cut) // 2 + cut)
-        path = os.path.join(folder, os.path.splitext(os.path.basename(source))[0] + ".jpg")
+        path = os.path.join(folder, name + ".jpg")
         with atomic_path(path) as tmp:
             image.crop(box).resize((width, height), Image.LANCZOS).save(tmp, format="JPEG", quality=quality)
         paths.append(path)
@@ -163,18 +168,24 @@ def main(argv=None):
     parser.add_argument("--model", default="hardnet39ds", help="model of the bundle (default hardnet39ds)")
     parser.add_argument("--images", default=None, metavar="DIR",
                         help="JPEG/PNG folder (default: scikit-image samples as 1280x720 JPEGs)")
+    parser.add_argument("--write-images", default=None, metavar="DIR",
+                        help="only write --count 1280x720 JPEGs made from the samples to DIR (for verify) and stop")
+    parser.add_argument("--count", type=int, default=16, help="images to make when no --images is given (default 16)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: physical cores)")
     parser.add_argument("--video-frames", type=int, default=120,
                         help="frames of the 1280x720 MJPEG test video for the fps check (0: skip; needs OpenCV)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
+    if args.write_images:
+        print("wrote {} images to {}".format(len(make_images(args.write_images, args.count)), args.write_images))
+        return 0
     from deploy.preprocess import list_image_files
 
     load_before = ", ".join("{:.2f}".format(v) for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     try:
         with tempfile.TemporaryDirectory(prefix="predict-e2e-") as scratch:
-            paths = list_image_files(args.images) if args.images else make_images(scratch)
+            paths = list_image_files(args.images) if args.images else make_images(scratch, args.count)
             if not paths:
                 raise PipelineError("no JPEG/PNG images in {}".format(args.images), hint="give another --images")
             variant_list = variants(args.bundle, args.model, args.threads)
