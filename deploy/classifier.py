@@ -138,9 +138,10 @@ class Classifier(object):
         # One inference on a blank input: the first run pays for allocations and kernel choice,
         # which would otherwise be charged to the first image's network time.
         runner.infer({self._input_name: np.zeros(tuple(d or 1 for d in shape), dtype=meta[self._input_name].dtype)})
-        import PIL.Image  # noqa: F401  (the decoders' imports, likewise: not the first image's decode time)
+        import PIL.Image  # noqa: F401  (the decoders' imports and first calls, likewise: not the first image's time)
         if "opencv" in self.decoder:
             import cv2  # noqa: F401
+        self._input_array([np.zeros((self.cfg.size, self.cfg.size, 3), dtype=np.uint8)])
         if self.random_weights:
             LOG.warning("%s in %s has RANDOM weights: its predictions mean nothing (latency only); rebuild "
                         "with --weights for real ones", self.name, self.bundle.root)
