@@ -107,7 +107,7 @@ def variants(bundle, model, threads):
 
 
 def run_rounds(variant_list, paths, rounds):
-    """{variant: [(decode+preprocess median ms, network median ms, total median ms) per round]}."""
+    """{variant: [(decode+preprocess, network, total, decode, preprocess) median ms per round]}."""
     per_round = collections.OrderedDict((name, []) for name, _, _ in variant_list)
     for r in range(rounds):
         order = variant_list[r % len(variant_list):] + variant_list[:r % len(variant_list)]
@@ -115,7 +115,8 @@ def run_rounds(variant_list, paths, rounds):
             clf.decoder = decoder
             rows = np.array([clf.predict(p).timing for p in paths], dtype=np.float64)
             per_round[name].append((float(np.median(rows[:, 0] + rows[:, 1])), float(np.median(rows[:, 2])),
-                                    float(np.median(rows[:, 4]))))
+                                    float(np.median(rows[:, 4])), float(np.median(rows[:, 0])),
+                                    float(np.median(rows[:, 1]))))
         LOG.info("round %d/%d done", r + 1, rounds)
     return per_round
 
@@ -143,19 +144,22 @@ def summarize(per_round, agree):
         ratio, low, high = mean_ci95(arr[:, 0] / arr[:, 1])
         top1, cos_mean, cos_min = agree[name]
         rows.append(collections.OrderedDict([
-            ("variant", name), ("decode_preprocess_ms", round(float(np.median(arr[:, 0])), 3)),
+            ("variant", name), ("decode_ms", round(float(np.median(arr[:, 3])), 3)),
+            ("preprocess_ms", round(float(np.median(arr[:, 4])), 3)),
+            ("decode_preprocess_ms", round(float(np.median(arr[:, 0])), 3)),
             ("network_ms", round(float(np.median(arr[:, 1])), 3)), ("total_ms", round(float(np.median(arr[:, 2])), 3)),
             ("ratio", round(ratio, 4)), ("ratio_ci95", [round(low, 4), round(high, 4)]),
             ("top1_agreement", top1), ("cosine_mean", round(cos_mean, 6)), ("cosine_min", round(cos_min, 6))]))
     return rows
 
 
-HEADERS = ["variant", "decode+preprocess ms", "network ms", "total ms", "(decode+pre) / network [95% CI]",
+HEADERS = ["variant", "decode ms", "preprocess ms", "decode+preprocess ms", "network ms", "total ms", "(decode+pre) / network [95% CI]",
            "top-1 agree", "cosine mean", "cosine min"]
 
 
 def table_rows(rows):
-    return [[r["variant"], "{:.2f}".format(r["decode_preprocess_ms"]), "{:.2f}".format(r["network_ms"]),
+    return [[r["variant"], "{:.2f}".format(r["decode_ms"]), "{:.2f}".format(r["preprocess_ms"]),
+             "{:.2f}".format(r["decode_preprocess_ms"]), "{:.2f}".format(r["network_ms"]),
              "{:.2f}".format(r["total_ms"]), "{:.1f}% [{:.1f}, {:.1f}]".format(
                  100 * r["ratio"], 100 * r["ratio_ci95"][0], 100 * r["ratio_ci95"][1]),
              "{:.2f}%".format(100 * r["top1_agreement"]), "{:.6f}".format(r["cosine_mean"]),
