@@ -74,8 +74,10 @@ def crop_box(width, height, cfg):
     return (left * sx, top * sy, (left + cfg.size) * sx, (top + cfg.size) * sy)
 
 
-def dct_scale(width, height, cfg, min_fill=DRAFT_MIN_FILL):
-    """The largest JPEG DCT downscale (8, 4, 2, else 1) that keeps the crop box >= min_fill * size pixels."""
+def dct_scale(width, height, cfg, min_fill=None):
+    """The largest JPEG DCT downscale (8, 4, 2, else 1) that keeps the crop box >= min_fill * size
+    pixels (default DRAFT_MIN_FILL, read at call time so a benchmark can vary it)."""
+    min_fill = DRAFT_MIN_FILL if min_fill is None else min_fill
     left, top, right, bottom = crop_box(width, height, cfg)
     box_side = min(right - left, bottom - top)
     for scale in DCT_SCALES:
