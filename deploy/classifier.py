@@ -70,7 +70,6 @@ class Classifier(object):
         self._dynamic = False
         self.backend, self.precision, self.input_kind, self.model_path, self.fallback_reason = \
             self._choose(backend, precision, input_kind, threads)
-        self._threads = threads
 
     # -- choosing and loading ------------------------------------------------------------------
     def _choose(self, backend, precision, input_kind, threads):
