@@ -59,6 +59,10 @@ class Classifier(object):
             model = names[0]
         self.name = model
         self.record = self.bundle.model(model)
+        if not isinstance(self.record.get("preprocessing"), dict):
+            raise BundleError("model {} in {} has no preprocessing in the manifest".format(model, self.bundle.root),
+                              hint="rebuild the bundle with `python pipeline.py build` (it records the model "
+                                   "card's preprocessing)")
         self.cfg = config_from_dict(self.record["preprocessing"])
         self.decoder = resolve_decoder(decoder)
         self.labels = self.record.get("labels") if isinstance(self.record.get("labels"), list) else None

@@ -159,3 +159,11 @@ def test_a_fixed_batch_of_two_is_filled_and_trimmed(tmp_path):
     with open_classifier(root, decoder="pillow") as clf:
         one_by_one = [clf.classify(image) for image in images]
         assert clf.classify_batch(images) == one_by_one
+
+
+def test_a_manifest_without_preprocessing_is_refused(tmp_path):
+    from tests.deploy.bench_tiny import tiny_bundle
+
+    root = tiny_bundle(str(tmp_path / "old"), names=("hardnet39ds",))
+    with pytest.raises(BundleError, match="no preprocessing in the manifest"):
+        Classifier(root)
