@@ -297,10 +297,15 @@ def write_reports(out_dir, report, png=True):
     paths["md"] = os.path.join(str(out_dir), "bench.md")
     contents = collections.OrderedDict([(paths["json"], json_bytes(report)),
                                         (paths["md"], markdown.encode("utf-8"))])
+    png_path = os.path.join(str(out_dir), "bench.png")
+    stale_chart = image is None and os.path.isfile(png_path) and os.path.isfile(paths["json"])
     if image is not None:
-        paths["png"] = os.path.join(str(out_dir), "bench.png")
+        paths["png"] = png_path
         contents[paths["png"]] = image
     write_files(contents)   # as a set: a full disk leaves the previous run's three files, not a mix
+    if stale_chart:   # bench drew it (its bench.json is there) for an earlier run: it no longer belongs
+        os.unlink(png_path)
+        LOG.info("removed %s: it charted an earlier run (this one ran with --no-png)", png_path)
     return paths
 
 

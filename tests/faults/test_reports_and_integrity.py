@@ -43,6 +43,21 @@ def test_a_full_disk_leaves_the_previous_set_whole(tmp_path, monkeypatch):
     assert hashes(tmp_path) == before and sorted(os.listdir(str(tmp_path))) == sorted(os.path.basename(p) for p in paths)
 
 
+def test_no_png_removes_the_earlier_runs_chart_but_not_a_png_bench_did_not_make(tmp_path, capsys):
+    root = verify_bundle_dir(tmp_path / "b")
+    argv = ["-q", "bench", root, "--backend", "onnxruntime", "--iterations", "3", "--warmup", "0", "--threads", "1"]
+    assert run(argv, capsys)[0] == 0
+    reports = os.path.join(root, "reports")
+    assert os.path.isfile(os.path.join(reports, "bench.png"))
+    assert run(argv + ["--no-png"], capsys)[0] == 0
+    assert sorted(os.listdir(reports)) == ["bench.json", "bench.md"]      # json and md of this run, no old chart
+    mine = tmp_path / "charts"
+    mine.mkdir()
+    (mine / "bench.png").write_bytes(b"the user's own picture")
+    assert run(argv + ["--no-png", "--out", str(mine)], capsys)[0] == 0
+    assert (mine / "bench.png").read_bytes() == b"the user's own picture"   # no bench.json before: not ours
+
+
 def test_bench_on_a_full_disk_says_so_in_one_line_and_keeps_the_last_reports(tmp_path, monkeypatch, capsys):
     root = verify_bundle_dir(tmp_path / "b")
     argv = ["-q", "bench", root, "--backend", "onnxruntime", "--iterations", "3", "--warmup", "0", "--threads", "1"]
