@@ -137,6 +137,9 @@ def _add_build(sub):
     p.add_argument("--preprocess", default=None, metavar="FILE",
                    help="JSON with mean/std/crop_pct/interpolation replacing the model card's preprocessing "
                         "(bare, or under a \"preprocessing\" key such as a training run's checkpoint sidecar)")
+    p.add_argument("--input", dest="input_kind", choices=("float32", "uint8"), default="float32",
+                   help="uint8: also write models/<name>.uint8.onnx taking uint8 NHWC images at the network size, "
+                        "normalised inside the graph (used by predict on ONNX Runtime; default float32 only)")
     p.add_argument("--calib-images", default=None, metavar="DIR",
                    help="int8 only: folder of calibration images")
     p.add_argument("--calib-count", type=int, default=None, metavar="N",
@@ -220,7 +223,8 @@ def _cmd_build(args):
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
         num_classes=args.num_classes, size=args.size, batch=args.batch, dynamic_batch=args.dynamic_batch,
         force=args.force, precision=precision, precision_choice=choice_record,
-        preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None)
+        preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None,
+        input_kind=args.input_kind)
     with writer_lock(out_dir, "pipeline.py build"):
         remove_leftovers(out_dir)
         result = build_bundle(options, progress=not args.quiet)
@@ -473,6 +477,10 @@ def _add_bench(sub):
                         "other work; spinning, the default, is faster on an idle one)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default BUNDLE/reports)")
     p.add_argument("--no-png", action="store_true", help="skip bench.png")
+    p.add_argument("--e2e", action="store_true",
+                   help="also time predict end to end on --images (decode, preprocess, network, postprocess), "
+                        "side by side with the network-only figures")
+    p.add_argument("--images", default=None, metavar="DIR", help="--e2e: folder of JPEG/PNG images")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -522,11 +530,25 @@ def _cmd_bench(args):
     out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
                                        "reports")
     check_report_dir(out_dir)   # before the timed run, not after it
+    e2e_paths = None
+    if args.e2e:
+        from deploy.e2e import image_paths
+
+        if bundle is None:
+            raise UsageError("--e2e needs a bundle", hint="python pipeline.py bench BUNDLE --e2e --images DIR")
+        e2e_paths = image_paths(args.images)
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
                                       progress=not args.quiet, optimized_model_dir=cache)
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
+    if e2e_paths is not None:
+        from deploy.e2e import run_e2e
+
+        e2e = run_e2e(bundle, names, e2e_paths, protocol.iterations, protocol.warmup, choice.name,
+                      precision=args.precision, threads=args.threads)
+        for result in results:
+            result["e2e"] = e2e.get(result["model"])
     report = build_report(env, protocol, results, extras)
     paths = write_reports(out_dir, report, png=not args.no_png)
     print(render_console(report))
@@ -666,6 +688,64 @@ def _cmd_device_run(args):
 
 
 # ------------------------------------------------------------------------------------------------
+# predict (host or device)                                                    owner: predict issue
+# ------------------------------------------------------------------------------------------------
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict", help="classify images, folders, video files or a camera with a bundle's model",
+        description="Per image: the top-k labels (the manifest's class names, else the class index) with "
+                    "probabilities, and where the time goes (decode, preprocess, network, postprocess, total). "
+                    "Per video or camera: frames per second and the same breakdown averaged. A bad image or "
+                    "frame is reported and skipped. Video and --camera need OpenCV.")
+    p.add_argument("bundle", help="bundle folder (e.g. build/jetson-nano)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or video files")
+    p.add_argument("--model", default=None, metavar="NAME", help="model of the bundle (default: its only model)")
+    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "openvino"), default="auto",
+                   help="auto (default): the model's current TensorRT engine where TensorRT imports, else ONNX Runtime")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default=None,
+                   help="default: the target's default on TensorRT, fp32 on the CPU")
+    p.add_argument("--input", dest="input_kind", choices=("auto", "float32", "uint8"), default="auto",
+                   help="auto (default): the bundle's uint8-input graph (build --input uint8) where the backend runs it")
+    p.add_argument("--decoder", choices=("auto", "pillow", "opencv", "pillow+opencv", "reference"), default="auto",
+                   help="auto (default): pillow+opencv (Pillow's DCT-scaled JPEG decode, OpenCV's resize) where "
+                        "OpenCV is installed, else pillow; reference: the exact preprocessing of verify (slower)")
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="labels per image (default 5)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="video/camera: stop after N frames")
+    p.add_argument("--camera", default=None, metavar="SRC",
+                   help="camera index (0) or a GStreamer pipeline ending in appsink (needs OpenCV)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for ONNX Runtime/OpenVINO")
+    p.add_argument("--json", action="store_true", help="print one JSON record per input instead of text")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args):
+    import json
+    from deploy.classifier import open_classifier
+    from deploy.predict import expand_inputs, record_lines, run_predict, summary_line
+
+    if args.topk < 1:
+        raise UsageError("--topk must be at least 1, not {}".format(args.topk), hint="e.g. --topk 5")
+    items = expand_inputs(args.inputs, camera=args.camera)
+    with open_classifier(args.bundle, args.model, backend=args.backend, precision=args.precision,
+                         input_kind=args.input_kind, decoder=args.decoder, threads=args.threads) as clf:
+        if not args.json:
+            print("{model} on {backend} ({precision}, {input} input, {decoder} decoder) from {bundle}".format(
+                **clf.describe()))
+
+        def show(record):
+            if args.json:
+                print(json.dumps(record))
+            else:
+                print("\n".join(record_lines(record)))
+            sys.stdout.flush()
+
+        records = run_predict(clf, items, topk=args.topk, max_frames=args.max_frames, on_record=show)
+    if not args.json:
+        print(summary_line(records))
+    return EXIT_FAILURE if any("error" in r and not r.get("frames") for r in records) else EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
 # analyze (host)                                                            owner: analyze issue
 # ------------------------------------------------------------------------------------------------
 ANALYZE_DEFAULT_MODELS = "hardnet39ds,mobilenetv2,hardnet68ds,mobilenetv2_140"
@@ -777,8 +857,8 @@ def make_parser():
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for add in (_add_build, _add_engines, _add_verify, _add_bench, _add_doctor, _add_device_run, _add_analyze,
-                _add_targets, _add_models):
+    for add in (_add_build, _add_engines, _add_verify, _add_bench, _add_predict, _add_doctor, _add_device_run,
+                _add_analyze, _add_targets, _add_models):
         add(sub)
     return parser
 

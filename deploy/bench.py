@@ -221,7 +221,7 @@ _INSTALL_HINTS = {
 }
 
 
-def _import_problem(backend):
+def import_problem(backend):
     """None when the backend's runtime imports (TensorRT: a real install, see trt_compat), else why not."""
     try:
         if backend == "tensorrt":
@@ -241,15 +241,15 @@ def choose_backend(requested=None):
     if requested is not None and requested not in BACKENDS:
         raise UsageError("unknown backend {!r}".format(requested), hint="choose one of: {}".format(", ".join(BACKENDS)))
     if requested:
-        problem = _import_problem(requested)
+        problem = import_problem(requested)
         if problem:
             raise BackendUnavailableError("backend {} is not installed ({})".format(requested, problem),
                                           hint=_INSTALL_HINTS[requested])
         return BackendChoice(requested, False, None)
-    problem = _import_problem("tensorrt")
+    problem = import_problem("tensorrt")
     if problem is None:
         return BackendChoice("tensorrt", False, None)
-    if _import_problem("onnxruntime") is not None:
+    if import_problem("onnxruntime") is not None:
         raise BackendUnavailableError("neither TensorRT nor ONNX Runtime is installed",
                                       hint="on a Jetson use JetPack's TensorRT; elsewhere pip install onnxruntime")
     return BackendChoice("onnxruntime", True, "TensorRT is not importable here: {}; ONNX Runtime on the CPU "
@@ -378,7 +378,7 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
     raise UsageError("unknown backend {!r}".format(backend))
 
 
-def _activate(runner, backend, plan):
+def activate_runner(runner, backend, plan):
     try:
         runner.activate()
     except PipelineError:
@@ -455,7 +455,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
     try:
         for plan in plans:
             runner = make_runner(backend, plan, precision, protocol, device, optimized_model_dir)
-            _activate(runner, backend, plan)
+            activate_runner(runner, backend, plan)
             try:
                 meta = runner.input_metadata()
                 input_name = plan.input_name if plan.input_name in meta else list(meta)[0]

@@ -11,6 +11,7 @@ import logging
 import os
 
 from deploy.atomic import folder_write_problem, json_bytes, write_files
+from deploy.e2e import E2E_HEADERS, e2e_rows
 from deploy.errors import UsageError
 from deploy.report import format_markdown_table, format_table
 
@@ -203,6 +204,11 @@ def render_markdown(report):
         parts.append("")
         parts.append("Speed-up = counterpart mean / HarDNet mean (the authors averaged). \"published\" columns are "
                      "the authors' figures ({}), not measured here.".format("; ".join(labels) or "none"))
+    e2e = e2e_rows(report["results"])
+    if e2e:
+        parts += ["", "## End to end on image files (bench --e2e)", "", format_markdown_table(E2E_HEADERS, e2e), "",
+                  "Medians in ms per image; total = decode + preprocess + network + postprocess, timed per image "
+                  "(deploy/e2e.py); the network-only column is the random-input protocol above."]
     warnings = all_warnings(report)
     if warnings:
         parts += ["", "## Warnings", ""] + ["- " + w for w in warnings]
@@ -217,6 +223,9 @@ def render_console(report):
     if report["pairs"]:
         headers, rows = pair_table(report["pairs"])
         lines += ["", format_table(headers, rows)]
+    e2e = e2e_rows(report["results"])
+    if e2e:
+        lines += ["", "end to end on image files (medians, ms):", format_table(E2E_HEADERS, e2e)]
     warnings = all_warnings(report)
     if warnings:
         lines += [""] + ["warning: " + w for w in warnings]

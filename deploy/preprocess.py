@@ -4,6 +4,7 @@ numpy + Pillow only, Python 3.6-compatible. The parameters come from the model c
 bundle manifest (device), as a plain dict, so the device never needs the model code.
 """
 import collections
+import contextlib
 import math
 
 import numpy as np
@@ -135,7 +136,7 @@ def folder_label(path, folder):
     return parts[0] if len(parts) > 1 else None
 
 
-def _pil_filter(name):
+def pil_filter(name):
     from PIL import Image
 
     filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -150,7 +151,7 @@ def _pil_filter(name):
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def _to_rgb(image):
+def to_rgb(image):
     """Any Pillow mode -> RGB. 16-bit and float grey are scaled to 8 bits rather than clipped."""
     from PIL import Image
 
@@ -171,20 +172,37 @@ def _to_rgb(image):
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_image(path, min_side=None):
+def load_image(path, min_side=None, draft_size=None):
     """Open an image file as RGB (grey, palette, CMYK, alpha, 16-bit are converted). Raises ImageError.
 
     ``min_side``: the smallest shorter side the caller needs; large JPEGs are then decoded at a
     reduced DCT scale (Pillow's ``draft``), which is much faster for multi-megapixel photos.
+    ``draft_size``: instead, a callable (width, height) -> the (width, height) to ask ``draft`` for,
+    or None for a full decode (deploy.decode's fast path chooses its own DCT scale).
     """
     from PIL import Image
 
-    try:
+    with image_errors(path):
         with Image.open(str(path)) as image:
-            if min_side and image.format == "JPEG" and min(image.size) >= 2 * int(min_side):
-                image.draft("RGB", (int(min_side), int(min_side)))
+            if image.format == "JPEG":
+                request = None
+                if draft_size is not None:
+                    request = draft_size(*image.size)
+                elif min_side and min(image.size) >= 2 * int(min_side):
+                    request = (int(min_side), int(min_side))
+                if request:
+                    image.draft("RGB", tuple(int(v) for v in request))
             image.load()
-            return _to_rgb(image)
+            return to_rgb(image)
+
+
+@contextlib.contextmanager
+def image_errors(path):
+    """Turn what Pillow (or a decoder after it) raises on a bad file into one skippable ImageError."""
+    from PIL import Image
+
+    try:
+        yield
     except Image.DecompressionBombError as exc:
         raise ImageError(
             "image {} is too large to decode safely ({})".format(path, exc),
@@ -197,7 +215,7 @@ def load_image(path, min_side=None):
 
 def preprocess_image(image, cfg):
     """PIL image (any mode) -> float32 array (3, size, size), normalised."""
-    image = _to_rgb(image)
+    image = to_rgb(image)
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("image has no pixels ({}x{})".format(width, height))
@@ -210,7 +228,7 @@ def preprocess_image(image, cfg):
         # Huge image: box-reduce by an integer factor first (what Pillow's reducing_gap=2 does),
         # so the filtered resize below works on at most ~2x the output size.
         image = image.reduce(factor)
-    image = image.resize((new_w, new_h), _pil_filter(cfg.interpolation))
+    image = image.resize((new_w, new_h), pil_filter(cfg.interpolation))
     left = (new_w - cfg.size) // 2
     top = (new_h - cfg.size) // 2
     image = image.crop((left, top, left + cfg.size, top + cfg.size))

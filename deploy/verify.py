@@ -45,8 +45,10 @@ Stage = collections.namedtuple("Stage", ["name", "precision", "backend", "source
 # name: "pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "tensorrt-fp16", ...
 # open: a callable returning a Runner (deploy.runners.base contract: context manager + infer)
 
-VerifyImage = collections.namedtuple("VerifyImage", ["name", "label", "load"])
-# load: callable(cfg) -> float32 (3, H, W); label: class folder name or None
+VerifyImage = collections.namedtuple("VerifyImage", ["name", "label", "load", "source"])
+# load: callable(cfg) -> float32 (3, H, W); label: class folder name or None; source: what predict's fast
+# path decodes (a file path, or a callable(cfg) -> PIL image), None when it cannot be given
+VerifyImage.__new__.__defaults__ = (None,)
 
 
 class VerifyError(PipelineError):
@@ -66,7 +68,7 @@ def folder_images(folder, count):
     if not paths:
         raise VerifyError("no JPEG/PNG images found in {}".format(folder),
                           hint="lay the images out as DIR/<class name>/*.png (or .jpg)")
-    return [VerifyImage(path, folder_label(path, folder), _file_loader(path)) for path in pick_order(paths)[:count]]
+    return [VerifyImage(path, folder_label(path, folder), _file_loader(path), path) for path in pick_order(paths)[:count]]
 
 
 def _file_loader(path):
@@ -85,12 +87,17 @@ def generic_images(count):
     cache = ImageCache()
     out = []
     for item in generic_items(count, seed=GENERIC_SEED):
-        out.append(VerifyImage(item.name, None, _generic_loader(cache, item)))
+        out.append(VerifyImage(item.name, None, _generic_loader(cache, item),
+                               functools.partial(_generic_image, cache, item)))
     return out
 
 
 def _generic_loader(cache, item):
     return lambda cfg: preprocess_image(cache.open(item, resize_side(cfg)), cfg)
+
+
+def _generic_image(cache, item, cfg):
+    return cache.open(item, resize_side(cfg))
 
 
 def label_index(label, labels, num_classes):
@@ -169,6 +176,27 @@ def openvino_stages(bundle, record, threads=None, isa=None):
         stages.append(Stage("openvino-" + precision, precision, "openvino", entry["path"],
                             functools.partial(OpenVinoRunner, path, threads=threads, precision=precision)))
     return stages, notes
+
+
+def fast_stages(bundle, record, threads=None):
+    """predict's fast preprocessing (deploy.decode, decoder "auto") on the FP32 ONNX model and, where
+    the bundle has one, its uint8-input graph: -> ([(Stage, input kind)], notes)."""
+    from deploy.decode import resolve_decoder
+
+    onnx_runs = [s for s in onnx_stages(bundle, record, threads)[0] if s.name == "onnx-fp32"]
+    if not onnx_runs:
+        return [], []
+    from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    decoder = resolve_decoder("auto")
+    out = [(onnx_runs[0]._replace(name="onnx-fp32-fastpre", backend="onnxruntime, {} decode".format(decoder)),
+            "float32")]
+    entry = record.get("uint8_onnx") or {}
+    if entry.get("path") and os.path.isfile(bundle.path(entry["path"])):
+        out.append((Stage("onnx-uint8-fastpre", "fp32", "onnxruntime, {} decode, uint8 graph".format(decoder),
+                          entry["path"], functools.partial(OnnxRuntimeRunner, bundle.path(entry["path"]),
+                                                           threads=threads)), "uint8"))
+    return out, []
 
 
 def tensorrt_stages(bundle, name):
@@ -285,6 +313,11 @@ def verify_model(bundle, name, images, threads=None, progress=True, openvino=Fal
         found, more = make()
         stages.extend(found)
         notes.extend(more)
+    fast = collections.OrderedDict()   # stage name -> input kind, for predict's fast preprocessing
+    if all(image.source is not None for image in images):
+        for stage, kind in fast_stages(bundle, record, threads)[0]:
+            stages.append(stage)
+            fast[stage.name] = kind
     if not stages:
         raise VerifyError("no stage of {} can run here".format(name),
                           hint="install onnxruntime (or torch on the host) and check the bundle with `verify -v`")
@@ -314,12 +347,17 @@ def verify_model(bundle, name, images, threads=None, progress=True, openvino=Fal
             for image in images:
                 try:
                     x = np.repeat(image.load(cfg)[None], batch, axis=0)  # a fixed batch: the image repeated
+                    fast_x = _fast_inputs(image, cfg, batch, fast) if fast else {}
                 except ImageError as exc:
                     skipped.append(image.name)
                     LOG.warning("skipped %s", exc.one_line())
                     bar.update(1)
                     continue
                 for stage_name, runner in runners.items():
+                    if stage_name in fast:
+                        result = runner.infer({list(runner.input_metadata())[0]: fast_x[fast[stage_name]]})
+                        outputs[stage_name].append(np.asarray(list(result.values())[0], np.float32).reshape(batch, -1)[0])
+                        continue
                     result = runner.infer({input_name: x})
                     logits = np.asarray(list(result.values())[0], dtype=np.float32)
                     outputs[stage_name].append(logits.reshape(batch, -1)[0])
@@ -355,6 +393,20 @@ def verify_model(bundle, name, images, threads=None, progress=True, openvino=Fal
     out["seconds"] = round(time.time() - started, 2)
     out["stages"] = rows
     out["notes"] = notes
+    return out
+
+
+def _fast_inputs(image, cfg, batch, fast):
+    """{input kind: batch array} of predict's fast path for ``image`` (raises ImageError like load)."""
+    from deploy.decode import fast_rgb, normalise_table, resolve_decoder, to_tensor
+
+    source = image.source if isinstance(image.source, str) else image.source(cfg)
+    rgb = fast_rgb(source, cfg, resolve_decoder("auto"))
+    out = {}
+    if "float32" in fast.values():
+        out["float32"] = np.repeat(to_tensor(rgb, normalise_table(cfg))[None], batch, axis=0)
+    if "uint8" in fast.values():
+        out["uint8"] = np.repeat(rgb[None], batch, axis=0)
     return out
 
 

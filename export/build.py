@@ -65,6 +65,7 @@ class BuildOptions:
     precision_choice: dict | None = None          # cpu target: why that precision (deploy.cpu_isa.choice_record)
     threads: int = 1                              # torch / ONNX Runtime threads for the parity runs
     preprocess: dict[str, Any] | None = None      # overrides the card's mean/std/crop_pct/interpolation
+    input_kind: str = "float32"                   # "uint8": also write models/<name>.uint8.onnx (export/uint8_input.py)
 
 
 @dataclass
@@ -706,5 +707,10 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
                 shutil.rmtree(work_dir, ignore_errors=True)
             results.append(ModelBuildResult(source.name, False, time.perf_counter() - started, record))
             LOG.info("%s: done in %.1f s", source.name, time.perf_counter() - started)
+        if options.input_kind == "uint8":   # preprocessing in the graph, parity-checked, beside the float model
+            from export.uint8_input import ensure_uint8_model
+
+            ensure_uint8_model(bundle, source.name, threads=options.threads)
+            results[-1].record = bundle.model(source.name)
         if bar is not None:
             bar.update(1)

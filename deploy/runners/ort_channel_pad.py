@@ -14,7 +14,8 @@ Concat simply concatenates padded tensors (the channel map records where the rea
 The arithmetic of the real channels is unchanged (tests check outputs against the original).
 
 The pass handles Conv, Concat, elementwise activations, pooling, Add/Mul of equal layouts,
-Flatten after global pooling, and Gemm/MatMul; on anything else it gives up and returns None
+Flatten after global pooling, and Gemm/MatMul, and the prologue of a uint8-input graph (Cast,
+Transpose to NCHW, the normalising Mul/Add before any padding); on anything else it gives up and returns None
 (the original model is used). It expects BatchNorm already folded (run it on ONNX Runtime's
 BASIC-optimised graph, which folds it). Python 3.6-compatible; needs the ``onnx`` package.
 """
@@ -42,6 +43,21 @@ def nchwc_block_size(flags=None):
     if "avx2" in flags or "avx" in flags:
         return 8
     return 1
+
+
+_UINT8 = 2          # onnx.TensorProto.UINT8
+_NHWC = "nhwc"      # chmap marker: (_NHWC, channels) for a uint8 NHWC image and its Cast
+
+
+def _visit_nhwc(node, chmap):
+    """The prologue of a uint8-input graph: Cast keeps NHWC, Transpose(0, 3, 1, 2) makes it NCHW."""
+    channels = chmap[node.input[0]][1]
+    if node.op_type == "Cast":
+        chmap[node.output[0]] = (_NHWC, channels)
+    elif node.op_type == "Transpose" and [a.ints for a in node.attribute if a.name == "perm"] == [[0, 3, 1, 2]]:
+        chmap[node.output[0]] = (channels, np.arange(channels))
+    else:
+        raise _GiveUp("{} {} on an NHWC image input".format(node.op_type, node.name))
 
 
 def _round_up(value, block):
@@ -76,7 +92,9 @@ def pad_channels(model, block):
         if inp.name in inits:
             continue
         dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-        if len(dims) == 4 and dims[1] > 0:
+        if inp.type.tensor_type.elem_type == _UINT8 and len(dims) == 4 and dims[3] > 0:
+            chmap[inp.name] = (_NHWC, dims[3])   # an image input (build --input uint8): NCHW after its Transpose
+        elif len(dims) == 4 and dims[1] > 0:
             chmap[inp.name] = (dims[1], np.arange(dims[1]))
     try:
         for node in graph.node:
@@ -149,6 +167,9 @@ def _visit(node, chmap, inits, new_arrays, block, numpy_helper):
     ins = [n for n in node.input if n and n not in inits]
     if not any(n in chmap for n in ins):
         return  # not on the activation path of a 4D tensor (shapes, constants)
+    if any(chmap[n][0] is _NHWC for n in ins if n in chmap):
+        _visit_nhwc(node, chmap)
+        return
     if op == "Conv":
         if node.input[1] not in inits or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits):
             raise _GiveUp("Conv {} has non-constant weights".format(node.name))
@@ -195,7 +216,12 @@ def _visit(node, chmap, inits, new_arrays, block, numpy_helper):
     elif op in ("Add", "Mul", "Sum", "Sub", "Div"):
         maps = [chmap[n] for n in node.input if n in chmap]
         if any(n in inits for n in node.input):
-            raise _GiveUp("{} {} with a constant operand".format(op, node.name))
+            p, idx = maps[0]
+            if len(maps) != 1 or p != len(idx) or not np.array_equal(idx, np.arange(p)):
+                raise _GiveUp("{} {} with a constant operand".format(op, node.name))
+            # not padded yet (the image normalisation before the first Conv): nothing to keep at zero
+            chmap[node.output[0]] = maps[0]
+            return
         first = maps[0]
         for m in maps[1:]:
             if m[0] != first[0] or not np.array_equal(m[1], first[1]):

@@ -51,7 +51,9 @@ def test_labelled_folder_runs_every_stage(bundle, labelled):
     model = report["models"][NAME]
     assert model["reference"] == "pytorch" and model["images"] == 9 and model["labelled_images"] == 9
     rows = stages_by_name(model)
-    assert list(rows) == ["pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8"]
+    assert list(rows) == ["pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "onnx-fp32-fastpre"]
+    # predict's fast preprocessing (deploy.decode) on the FP32 model, against the reference preprocessing
+    assert rows["onnx-fp32-fastpre"]["cosine_mean"] > 0.99 and rows["onnx-fp32-fastpre"]["images"] == 9
     for name in ("pytorch-bn-folded", "onnx-fp32"):
         assert rows[name]["top1_agreement"] == 1.0 and rows[name]["cosine_min"] > 0.9999
     assert 0.0 <= rows["onnx-int8"]["top1_agreement"] <= 1.0 and rows["onnx-int8"]["cosine_mean"] > 0.5
@@ -112,7 +114,8 @@ def test_without_torch_the_onnx_model_is_the_reference(bundle, labelled, monkeyp
     monkeypatch.setitem(sys.modules, "calibration.torch_stages", None)  # as on the Jetson: import fails
     report = verify_bundle(bundle, images_dir=str(labelled), count=4, progress=False)
     model = report["models"][NAME]
-    assert model["reference"] == "onnx-fp32" and list(stages_by_name(model)) == ["onnx-fp32", "onnx-int8"]
+    assert model["reference"] == "onnx-fp32" and list(stages_by_name(model)) == ["onnx-fp32", "onnx-int8",
+                                                                                             "onnx-fp32-fastpre"]
     assert any("torch or the model zoo is not available" in note for note in model["notes"])
     assert any("reference is onnx-fp32" in note for note in model["notes"])
 
