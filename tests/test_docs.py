@@ -18,20 +18,6 @@ README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
 README_LIMIT_BYTES = 15 * 1024
 
-# Commands whose page comes from another branch and documents its options in its own shape, not
-# yet as an option table. Their options are left out of the one-place check until the page is
-# converted; nothing else is allowed out. Remove an entry once its page has an option table.
-OPTION_TABLE_PENDING = {
-    "predict": "docs/predict.md arrives from the predict branch (issue 13) with its options in a "
-               "usage block; convert it to a `predict` option table after the merge",
-}
-
-# Pages that other branches bring. A link to one of them is accepted while the page does not exist
-# (it is checked like any other, anchors included, once it does); nothing else may be missing.
-PAGES_PENDING = {
-    "docs/predict.md": "arrives from the predict branch (issue 13)",
-}
-
 LINK = re.compile(r"(?<!\!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -114,8 +100,7 @@ def test_relative_links_and_anchors_resolve(path):
         dest = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
         where = "{}:{}: {}".format(os.path.relpath(path, ROOT), number, target)
         if not os.path.exists(dest):
-            if os.path.relpath(dest, ROOT) not in PAGES_PENDING:
-                broken.append(where + " (no such file)")
+            broken.append(where + " (no such file)")
         elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
             broken.append(where + " (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
@@ -175,7 +160,7 @@ def documented_options(paths=None):
 
 
 def test_every_option_is_documented_in_exactly_one_place():
-    options = {o for o in parser_options() if o[0] not in OPTION_TABLE_PENDING}
+    options = parser_options()
     documented = documented_options()
     missing = sorted("{} {}".format(*o) for o in options if o not in documented)
     twice = sorted("{} {}: {}".format(o[0], o[1], ", ".join(w)) for o, w in documented.items() if len(w) > 1)
@@ -188,12 +173,6 @@ def test_no_option_table_documents_an_option_that_does_not_exist():
     stale = sorted("{} {} ({})".format(o[0], o[1], ", ".join(w)) for o, w in documented_options().items()
                    if o not in options)
     assert not stale, "option tables name options pipeline.py does not have: " + ", ".join(stale)
-
-
-def test_the_pending_allowance_names_only_commands_without_an_option_table():
-    documented_commands = {command for command, _ in documented_options()}
-    converted = sorted(set(OPTION_TABLE_PENDING) & documented_commands)
-    assert not converted, "remove from OPTION_TABLE_PENDING, their option tables exist: " + ", ".join(converted)
 
 
 def test_the_option_table_reader_counts_rows_per_command(tmp_path):
