@@ -31,7 +31,7 @@ def _add_targets(sub):
 
 def _cmd_targets(args):
     from deploy.targets import list_targets, supported_precisions
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     from deploy.cpu_isa import cpu_target_precisions, local_cpu_isa
 
@@ -71,7 +71,7 @@ def _print_local_gpu():
     """What x86-gpu means on this machine: the local GPU as TensorRT reports it (when it imports)."""
     from deploy.errors import BackendUnavailableError
     from deploy.targets import get_target, local_profile, supported_precisions
-    from deploy.trt_compat import probe_local_device, tensorrt_available
+    from deploy.tensorrt.compat import probe_local_device, tensorrt_available
 
     if not tensorrt_available():
         print("  (no TensorRT here: x86-gpu's capabilities are read from the GPU when engines are built)")
@@ -93,7 +93,7 @@ def _add_models(sub):
 
 def _cmd_models(args):
     from models import get_model_card, list_models
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     rows = []
     for name in list_models():
@@ -195,7 +195,7 @@ def _build_summary_rows(result):
 def _cmd_build(args):
     from deploy.targets import get_target, resolve_precision_choice
     from deploy.bundle import default_bundle_dir, writer_lock
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     target = get_target(args.target)
     choice = resolve_precision_choice(target, args.precision or target.default_precision)
@@ -268,10 +268,10 @@ def _engines_after_build(args, bundle_dir, precision):
 
     Either way the bundle gets its trtexec.sh (the trtexec equivalents of the engine build).
     """
-    from deploy.engines import build_engines
+    from deploy.tensorrt.engines import build_engines
     from deploy.targets import resolve_precision
-    from deploy.trt_compat import tensorrt_available
-    from deploy.trtexec import write_trtexec_script
+    from deploy.tensorrt.compat import tensorrt_available
+    from deploy.tensorrt.trtexec import write_trtexec_script
 
     bundle, target = _bundle_for_engines_or_none(bundle_dir)
     if bundle is None:
@@ -305,7 +305,7 @@ def _engines_after_build(args, bundle_dir, precision):
 def _bundle_for_engines_or_none(bundle_dir):
     """(bundle, target) when the bundle's target builds TensorRT engines; (None, None) for ONNX Runtime."""
     from deploy.bundle import Bundle
-    from deploy.engines import check_bundle_for_engines
+    from deploy.tensorrt.engines import check_bundle_for_engines
     from deploy.targets import get_target
 
     bundle = Bundle.open(bundle_dir)
@@ -315,7 +315,7 @@ def _bundle_for_engines_or_none(bundle_dir):
 
 
 def _print_engine_results(results, summary):
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     device = summary["device"]
     print("device: {} (sm {}), TensorRT {}; precision {} (asked: {})".format(
@@ -332,7 +332,7 @@ def _print_engine_results(results, summary):
 
 
 def _add_engines(sub):
-    from deploy.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
+    from deploy.tensorrt.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
     from deploy.targets import PRECISION_CHOICES
 
     p = sub.add_parser(
@@ -364,7 +364,7 @@ def _add_engines(sub):
 
 
 def _cmd_engines(args):
-    from deploy.engines import build_engines
+    from deploy.tensorrt.engines import build_engines
     from deploy.targets import get_target, resolve_precision
 
     precision = args.precision
@@ -496,8 +496,8 @@ def _bench_bundle_dir(args):
 
 
 def _cmd_bench(args):
-    from deploy import bench
-    from deploy.bench_report import build_report, check_report_dir, render_console, write_reports
+    from deploy.bench import protocol as bench
+    from deploy.bench.report import build_report, check_report_dir, render_console, write_reports
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
 
@@ -532,7 +532,7 @@ def _cmd_bench(args):
     check_report_dir(out_dir)   # before the timed run, not after it
     e2e_paths = None
     if args.e2e:
-        from deploy.e2e import image_paths
+        from deploy.bench.e2e import image_paths
 
         if bundle is None:
             raise UsageError("--e2e needs a bundle", hint="python pipeline.py bench BUNDLE --e2e --images DIR")
@@ -543,7 +543,7 @@ def _cmd_bench(args):
                                       progress=not args.quiet, optimized_model_dir=cache)
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
     if e2e_paths is not None:
-        from deploy.e2e import run_e2e
+        from deploy.bench.e2e import run_e2e
 
         e2e = run_e2e(bundle, names, e2e_paths, protocol.iterations, protocol.warmup, choice.name,
                       precision=args.precision, threads=args.threads)
@@ -595,7 +595,7 @@ def _print_check(check):
 
 
 def _run_doctor(bundle_dir):
-    from deploy.doctor import run_doctor
+    from deploy.device.doctor import run_doctor
 
     report = run_doctor(bundle_dir, progress=_print_check)
     failed = [c for c in report["checks"] if c["required"] and c["status"] == "fail"]
@@ -635,7 +635,7 @@ def _add_device_run(sub):
 
 
 def _cmd_device_run(args):
-    from deploy import device_run
+    from deploy.device import device_run
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
     from deploy.errors import PipelineError
@@ -680,7 +680,7 @@ def _cmd_device_run(args):
     board = (env.get("jetson") or {}).get("board") or env.get("hostname")
     archive, members = device_run.write_archive(bundle, env, board)
     done.append(("archive", "{} files".format(len(members))))
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     print(format_table(["step", "result"], [list(row) for row in done]))
     print("send back: {} (reports, build logs, layer information, environment)".format(bundle.path(archive)))
@@ -720,8 +720,8 @@ def _add_predict(sub):
 
 def _cmd_predict(args):
     import json
-    from deploy.classifier import open_classifier
-    from deploy.predict import expand_inputs, record_lines, run_predict, summary_line
+    from deploy.predict.classifier import open_classifier
+    from deploy.predict.run import expand_inputs, record_lines, run_predict, summary_line
 
     if args.topk < 1:
         raise UsageError("--topk must be at least 1, not {}".format(args.topk), hint="e.g. --topk 5")

@@ -178,7 +178,7 @@ def load_image(path, min_side=None, draft_size=None):
     ``min_side``: the smallest shorter side the caller needs; large JPEGs are then decoded at a
     reduced DCT scale (Pillow's ``draft``), which is much faster for multi-megapixel photos.
     ``draft_size``: instead, a callable (width, height) -> the (width, height) to ask ``draft`` for,
-    or None for a full decode (deploy.decode's fast path chooses its own DCT scale).
+    or None for a full decode (deploy.predict.decode's fast path chooses its own DCT scale).
     """
     from PIL import Image
 

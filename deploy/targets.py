@@ -196,7 +196,7 @@ def _resolve_cpu_precision(target, requested, isa):
 
 
 # ------------------------------------------------------------------------------------------------
-# what the GPU at hand reports (read at engine-build time by deploy.trt_compat.probe_device)
+# what the GPU at hand reports (read at engine-build time by deploy.tensorrt.compat.probe_device)
 # ------------------------------------------------------------------------------------------------
 DeviceInfo = collections.namedtuple(
     "DeviceInfo",

@@ -179,9 +179,9 @@ def openvino_stages(bundle, record, threads=None, isa=None):
 
 
 def fast_stages(bundle, record, threads=None):
-    """predict's fast preprocessing (deploy.decode, decoder "auto") on the FP32 ONNX model and, where
+    """predict's fast preprocessing (deploy.predict.decode, decoder "auto") on the FP32 ONNX model and, where
     the bundle has one, its uint8-input graph: -> ([(Stage, input kind)], notes)."""
-    from deploy.decode import resolve_decoder
+    from deploy.predict.decode import resolve_decoder
 
     onnx_runs = [s for s in onnx_stages(bundle, record, threads)[0] if s.name == "onnx-fp32"]
     if not onnx_runs:
@@ -203,9 +203,9 @@ def tensorrt_stages(bundle, name):
     """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
     engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
     try:
-        from deploy.engines import find_engine
-        from deploy.runners.tensorrt_runner import TensorRTRunner
-        from deploy.trt_compat import tensorrt_available
+        from deploy.tensorrt.engines import find_engine
+        from deploy.tensorrt.runner import TensorRTRunner
+        from deploy.tensorrt.compat import tensorrt_available
     except ImportError as exc:
         return [], ["TensorRT stages skipped: the TensorRT runner is not available ({})".format(exc)] if engines else []
     if not tensorrt_available():
@@ -398,7 +398,7 @@ def verify_model(bundle, name, images, threads=None, progress=True, openvino=Fal
 
 def _fast_inputs(image, cfg, batch, fast):
     """{input kind: batch array} of predict's fast path for ``image`` (raises ImageError like load)."""
-    from deploy.decode import fast_rgb, normalise_table, resolve_decoder, to_tensor
+    from deploy.predict.decode import fast_rgb, normalise_table, resolve_decoder, to_tensor
 
     source = image.source if isinstance(image.source, str) else image.source(cfg)
     rgb = fast_rgb(source, cfg, resolve_decoder("auto"))
@@ -498,7 +498,7 @@ TABLE_HEADERS = ["stage", "precision", "backend", "top-1 agreement", "disagree",
 
 
 def text_report(report):
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     lines = ["images: {} ({})".format(report["images"]["source"],
                                       "generic, labels unknown: agreement only" if report["images"]["generic"]
@@ -514,7 +514,7 @@ def text_report(report):
 
 
 def markdown_report(report):
-    from deploy.report import format_markdown_table
+    from deploy.tables import format_markdown_table
 
     lines = ["# Fidelity (verify)", "",
              "Bundle `{}` (target {}), images: {}.".format(report["bundle"], report["target"],

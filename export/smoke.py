@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from deploy.atomic import sha256_file, write_bytes
-from deploy.smoke import (SMOKE_INPUT_RELPATH, SMOKE_ONNX_RELPATH, SMOKE_REFERENCE_RELPATH, SMOKE_TOLERANCES,
+from deploy.device.smoke import (SMOKE_INPUT_RELPATH, SMOKE_ONNX_RELPATH, SMOKE_REFERENCE_RELPATH, SMOKE_TOLERANCES,
                           SMOKE_INPUT_SHAPE)
 
 SEED = 20191027          # ICCV 2019's first day: any fixed seed would do

@@ -35,12 +35,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The modules that call TensorRT or pycuda, and what they import from deploy/.
 DEFAULT_FILES = [
-    "deploy/trt_compat.py",
+    "deploy/tensorrt/compat.py",
     "deploy/targets.py",
-    "deploy/engines.py",
-    "deploy/calibrator.py",
-    "deploy/trtexec.py",
-    "deploy/runners/tensorrt_runner.py",
+    "deploy/tensorrt/engines.py",
+    "deploy/tensorrt/calibrator.py",
+    "deploy/tensorrt/trtexec.py",
+    "deploy/tensorrt/runner.py",
 ]
 
 # (file in the stub tree, regex, replacement, what it fixes). Each must match at least once, so a

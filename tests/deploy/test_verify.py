@@ -52,7 +52,7 @@ def test_labelled_folder_runs_every_stage(bundle, labelled):
     assert model["reference"] == "pytorch" and model["images"] == 9 and model["labelled_images"] == 9
     rows = stages_by_name(model)
     assert list(rows) == ["pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "onnx-fp32-fastpre"]
-    # predict's fast preprocessing (deploy.decode) on the FP32 model, against the reference preprocessing
+    # predict's fast preprocessing (deploy.predict.decode) on the FP32 model, against the reference preprocessing
     assert rows["onnx-fp32-fastpre"]["cosine_mean"] > 0.99 and rows["onnx-fp32-fastpre"]["images"] == 9
     for name in ("pytorch-bn-folded", "onnx-fp32"):
         assert rows[name]["top1_agreement"] == 1.0 and rows[name]["cosine_min"] > 0.9999

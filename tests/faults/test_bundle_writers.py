@@ -178,7 +178,7 @@ def test_a_killed_calibration_leaves_only_files_the_next_build_removes(tmp_path)
 
 
 def test_the_printed_copy_command_leaves_temporary_files_behind(tmp_path, capsys, monkeypatch):
-    from deploy import trt_compat
+    from deploy.tensorrt import compat as trt_compat
 
     monkeypatch.setattr(trt_compat, "tensorrt_available", lambda: False)
     root = str(tmp_path / "b")

@@ -9,7 +9,8 @@ import os
 import pytest
 
 import pipeline
-from deploy import atomic, bench
+from deploy import atomic
+from deploy.bench import protocol as bench
 from deploy.atomic import write_files
 from tests.faults.helpers import edit_manifest, hashes, run, verify_bundle_dir
 
@@ -49,7 +50,7 @@ def test_bench_on_a_full_disk_says_so_in_one_line_and_keeps_the_last_reports(tmp
     assert run(argv, capsys)[0] == 0
     reports = os.path.join(root, "reports")
     before = hashes(reports)
-    from deploy import bench_report
+    from deploy.bench import report as bench_report
 
     real = bench_report.write_files
 
