@@ -203,7 +203,7 @@ def tensorrt_stages(bundle, name):
     """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
     engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
     try:
-        from deploy.tensorrt.engines import find_engine
+        from deploy.tensorrt.engine_files import find_engine
         from deploy.tensorrt.runner import TensorRTRunner
         from deploy.tensorrt.compat import tensorrt_available
     except ImportError as exc:

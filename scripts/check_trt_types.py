@@ -38,6 +38,7 @@ DEFAULT_FILES = [
     "deploy/tensorrt/compat.py",
     "deploy/targets.py",
     "deploy/tensorrt/engines.py",
+    "deploy/tensorrt/build_log.py",
     "deploy/tensorrt/calibrator.py",
     "deploy/tensorrt/trtexec.py",
     "deploy/tensorrt/runner.py",

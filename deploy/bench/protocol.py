@@ -326,7 +326,7 @@ def plan_models(bundle, names, backend, precision, protocol):
                                   hint="rebuild the bundle with `python pipeline.py build`")
             path = bundle.verify_file(entry["path"], entry.get("sha256"))   # no sha256: refused
         elif backend == "tensorrt":
-            from deploy.tensorrt.engines import find_engine
+            from deploy.tensorrt.engine_files import find_engine
 
             # Only an engine built for this TensorRT version and GPU from this ONNX: never a stale one.
             path = bundle.path(find_engine(bundle, name, precision))

@@ -21,7 +21,7 @@ import tarfile
 import time
 
 from deploy.atomic import atomic_path, write_json
-from deploy.tensorrt.engines import list_engines, slug
+from deploy.tensorrt.engine_files import list_engines, slug
 
 LOG = logging.getLogger(__name__)
 

@@ -266,7 +266,7 @@ def check_writable(bundle):
 
 def check_engines(bundle, device):
     """Which engines in the bundle are current for this TensorRT and GPU."""
-    from deploy.tensorrt.engines import identity_mismatch, list_engines
+    from deploy.tensorrt.engine_files import identity_mismatch, list_engines
 
     engines = list_engines(bundle)
     if not engines:

@@ -109,7 +109,7 @@ def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
     smoke test never adds to or changes the bundle. Whatever a step raises (TensorRT and pycuda
     raise their own exception types) becomes a SmokeTestError naming that step.
     """
-    from deploy.tensorrt.engines import BuildLog, make_trt_logger
+    from deploy.tensorrt.build_log import BuildLog, make_trt_logger
     from deploy.tensorrt.runner import TensorRTRunner
     from deploy.tensorrt.compat import network_flags, require_tensorrt, set_workspace
 

@@ -9,7 +9,7 @@
 
 It is made of the pieces ``bench`` and ``verify`` use, nothing written twice: the bundle's manifest
 checks and sha256 (deploy.bundle, deploy.bench.protocol.plan_models), the runners (deploy.runners: the
-TensorRT engine found by deploy.tensorrt.engines.find_engine, or ONNX Runtime), and the preprocessing of
+TensorRT engine found by deploy.tensorrt.engine_files.find_engine, or ONNX Runtime), and the preprocessing of
 the manifest (deploy.preprocess, with deploy.predict.decode's fast decode and resize).
 
 backend="auto": the current TensorRT engine of the model where TensorRT imports and one was built
@@ -113,7 +113,7 @@ class Classifier(object):
         problem = bench.import_problem("tensorrt")
         if problem is not None:
             return "onnxruntime", "TensorRT is not available here ({})".format(problem)
-        from deploy.tensorrt.engines import find_engine
+        from deploy.tensorrt.engine_files import find_engine
 
         try:
             wanted = bench.resolve_bench_precision("tensorrt", precision, self.bundle)

@@ -308,7 +308,7 @@ def make_trt_calibrator(stream, cache):
     Needs tensorrt and pycuda, and a current CUDA context (see deploy.tensorrt.compat.cuda_context);
     call ``core.free()`` while it is still current. ``stream.batch_shape`` must be what TensorRT
     reads per ``get_batch`` (an explicit-batch network reads one input's worth: see
-    deploy.tensorrt.engines.calibration_batch). Returns (calibrator, core); keep both alive until the
+    deploy.tensorrt.engine_files.calibration_batch). Returns (calibrator, core); keep both alive until the
     engine is built.
     """
     from deploy.tensorrt.compat import require_pycuda, require_tensorrt

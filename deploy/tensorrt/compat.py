@@ -153,7 +153,7 @@ def probe_local_device():
     # type: () -> DeviceInfo
     """Create a TensorRT builder just to read what this machine's GPU and TensorRT offer."""
     require_tensorrt()
-    from deploy.tensorrt.engines import BuildLog, make_trt_logger
+    from deploy.tensorrt.build_log import BuildLog, make_trt_logger
 
     import tensorrt as trt
 

@@ -64,7 +64,7 @@ class TensorRTRunner(Runner):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def activate_impl(self):
-        from deploy.tensorrt.engines import BuildLog, make_trt_logger
+        from deploy.tensorrt.build_log import BuildLog, make_trt_logger
         from deploy.tensorrt.compat import primary_context, require_pycuda, require_tensorrt, tensor_io_for
 
         require_tensorrt()

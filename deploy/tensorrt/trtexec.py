@@ -91,7 +91,7 @@ def sh_quote(arg):
     """``arg`` quoted for sh with shlex.quote, except the host script's TensorRT-version and device
     placeholders, which become double-quoted ``"${TRT_VERSION}"``/``"${DEVICE}"`` expansions (a
     value with spaces or quotes stays one word and is never run)."""
-    from deploy.tensorrt.engines import slug
+    from deploy.tensorrt.engine_files import slug
 
     variables = {slug(_TRT_PLACEHOLDER): "${TRT_VERSION}", slug(_DEVICE_PLACEHOLDER): "${DEVICE}"}
     pieces = re.split("({})".format("|".join(re.escape(k) for k in variables)), arg)
@@ -131,7 +131,7 @@ def script_text(bundle, precision, trt_version=None, device_name=None, workspace
     bench`` benchmarks the built ones. ``calibrator`` is accepted for symmetry with ``engines``,
     but trtexec reads only entropy caches, so INT8 lines always name the entropy cache.
     """
-    from deploy.tensorrt.engines import calibration_cache_relpath, engine_relpath, input_shapes, timing_cache_relpath
+    from deploy.tensorrt.engine_files import calibration_cache_relpath, engine_relpath, input_shapes, timing_cache_relpath
 
     target = get_target(bundle.target_name)
     precision = resolve_precision(target, precision)

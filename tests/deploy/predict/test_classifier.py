@@ -114,23 +114,23 @@ def test_a_changed_model_file_is_refused(bundle):
 
 def test_auto_uses_onnxruntime_when_tensorrt_has_no_current_engine(bundle, monkeypatch):
     """TensorRT importable but no engine built for this device: auto falls back and says why."""
-    import deploy.tensorrt.engines
+    import deploy.tensorrt.engine_files
 
     monkeypatch.setattr(bench, "import_problem", lambda backend: None)
 
     def no_engine(bundle, name, precision):
         raise BundleError("no {} engine of {} for this device".format(precision, name), hint="run engines")
 
-    monkeypatch.setattr(deploy.tensorrt.engines, "find_engine", no_engine)
+    monkeypatch.setattr(deploy.tensorrt.engine_files, "find_engine", no_engine)
     clf = Classifier(bundle, backend="auto")
     assert clf.backend == "onnxruntime" and "no current TensorRT engine" in clf.fallback_reason
 
 
 def test_auto_picks_tensorrt_when_a_current_engine_exists(bundle, monkeypatch):
-    import deploy.tensorrt.engines
+    import deploy.tensorrt.engine_files
 
     monkeypatch.setattr(bench, "import_problem", lambda backend: None)
-    monkeypatch.setattr(deploy.tensorrt.engines, "find_engine", lambda bundle, name, precision: "engines/x.engine")
+    monkeypatch.setattr(deploy.tensorrt.engine_files, "find_engine", lambda bundle, name, precision: "engines/x.engine")
     clf = Classifier(bundle, backend="auto")
     assert clf.backend == "tensorrt" and clf.model_path.endswith("engines/x.engine")
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from deploy.tensorrt import engines
+from deploy.tensorrt import engine_files, engines
 from deploy.errors import BackendUnavailableError, BundleError, PrecisionUnsupportedError, UsageError
 from deploy.targets import DeviceInfo
 from tests.deploy import trt_fakes
@@ -25,31 +25,8 @@ def fake_env(monkeypatch):
 
 
 def _sidecar(bundle, rel):
-    with open(bundle.path(engines.sidecar_relpath(rel))) as handle:
+    with open(bundle.path(engine_files.sidecar_relpath(rel))) as handle:
         return json.load(handle)
-
-
-# -- names and staleness (pure) ------------------------------------------------------------------
-def test_engine_names_carry_model_precision_version_and_device():
-    rel = engines.engine_relpath("hardnet39ds", "fp16", "8.2.1.8", "NVIDIA Tegra X1")
-    assert rel == "engines/hardnet39ds.fp16.8.2.1.8.nvidia-tegra-x1.engine"
-    assert engines.timing_cache_relpath("8.2.1.8", "NVIDIA Tegra X1") == "engines/timing.8.2.1.8.nvidia-tegra-x1.cache"
-    assert engines.calibration_cache_relpath("m", "minmax", "10.0", "RTX 4090") == "engines/m.int8-minmax.10.0.rtx-4090.calib"
-    assert engines.slug("  ") == "unknown"
-
-
-def test_make_options_rejects_tiny_workspace():
-    from deploy.targets import get_target
-    nano = get_target("jetson-nano")
-    assert engines.make_options(nano, "fp16").workspace_mib == 256
-    with pytest.raises(UsageError):
-        engines.make_options(nano, "fp16", workspace_mib=1)
-
-
-def test_dynamic_batch_profile_shapes():
-    record = {"input": {"name": "x", "shape": [1, 3, 8, 8], "dynamic_batch": True}}
-    assert engines.input_shapes(record, 4) == ("x", (1, 3, 8, 8), (4, 3, 8, 8), (4, 3, 8, 8))
-    assert engines.input_shapes({"input": {"shape": [1, 3, 8, 8]}}, 4) is None
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -77,11 +54,11 @@ def test_fp16_build_writes_engine_sidecar_log_layers_and_timing_cache(tmp_path, 
     assert ("create_network", 0 if generation == "10" else 1) in trt.calls
     assert config._flags == {"FP16"}
     assert str(config.profiling_verbosity).endswith("DETAILED")
-    log = open(bundle.path(engines.report_relpath(result.path, ".build.log"))).read()
+    log = open(bundle.path(engine_files.report_relpath(result.path, ".build.log"))).read()
     assert "[INFO] building with flags ['FP16']" in log and "tactic chatter" not in log
-    layers = json.load(open(bundle.path(engines.report_relpath(result.path, ".layers.json"))))
+    layers = json.load(open(bundle.path(engine_files.report_relpath(result.path, ".layers.json"))))
     assert layers["Layers"] == ["conv1", "fc"] and layers["format"].endswith("JSON")
-    assert os.path.isfile(bundle.path(engines.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1")))
+    assert os.path.isfile(bundle.path(engine_files.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1")))
     assert os.path.isfile(bundle.path("trtexec.sh"))
     assert os.path.isfile(bundle.path(summary["report"]))
 
@@ -123,7 +100,7 @@ def test_engine_from_other_tensorrt_or_device_is_not_reused(tmp_path, fake_env, 
     assert new.path != old.path and new.action == "built"
     assert "is for another TensorRT version or device: not used" in caplog.text
     # a sidecar that names another TensorRT/device under the same file name: rebuilt with the reason
-    side_path = bundle.path(engines.sidecar_relpath(new.path))
+    side_path = bundle.path(engine_files.sidecar_relpath(new.path))
     side = json.load(open(side_path))
     side["tensorrt"] = "10.13.0.1"
     json.dump(side, open(side_path, "w"))
@@ -144,7 +121,7 @@ def test_truncated_engine_or_missing_sidecar_is_rebuilt(tmp_path, fake_env):
         handle.truncate(5)
     (again,), _ = engines.build_engines(bundle.root, "fp16")
     assert "does not match its sidecar" in again.reason
-    os.unlink(bundle.path(engines.sidecar_relpath(result.path)))
+    os.unlink(bundle.path(engine_files.sidecar_relpath(result.path)))
     (again,), _ = engines.build_engines(bundle.root, "fp16")
     assert "no sidecar" in again.reason
 
@@ -182,12 +159,12 @@ def test_int8_calibrates_whole_batches_then_reads_its_cache(tmp_path, fake_env, 
     _assert_images_reached_tensorrt(trt, bundle, 20)
     assert trt.last_config._flags == {"FP16", "INT8"}                 # INT8 keeps an FP16 fallback
     assert result.calibration == "no cache yet: calibrating; calibrated on 20 images and wrote {}".format(
-        os.path.basename(engines.calibration_cache_relpath("tiny", "entropy", trt.__version__, "NVIDIA Tegra X1")))
+        os.path.basename(engine_files.calibration_cache_relpath("tiny", "entropy", trt.__version__, "NVIDIA Tegra X1")))
     side = _sidecar(bundle, result.path)
     assert side["build_options"]["calibrator"] == "entropy" and side["build_options"]["fp16_fallback"] is True
     assert side["build_options"]["calib_batch"] == 1 and side["calibration_images"] == 20
     _assert_cuda_balanced()
-    cache_rel = engines.calibration_cache_relpath("tiny", "entropy", trt.__version__, "NVIDIA Tegra X1")
+    cache_rel = engine_files.calibration_cache_relpath("tiny", "entropy", trt.__version__, "NVIDIA Tegra X1")
     assert open(bundle.path(cache_rel), "rb").read().startswith(b"TRT-")
     (again,), _ = engines.build_engines(bundle.root, "int8", calib_batch=8, force=True)
     assert any(c[0] == "calibration_cache_used" for c in trt.calls)
@@ -271,7 +248,7 @@ def test_logger_callback_error_is_raised_after_the_build(tmp_path, fake_env, mon
 def test_corrupt_calibration_cache_is_set_aside_and_recalibrated(tmp_path, fake_env):
     trt = fake_env("10")
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu")
-    cache_rel = engines.calibration_cache_relpath("tiny", "minmax", trt.__version__, "NVIDIA Tegra X1")
+    cache_rel = engine_files.calibration_cache_relpath("tiny", "minmax", trt.__version__, "NVIDIA Tegra X1")
     os.makedirs(bundle.path("engines"), exist_ok=True)
     with open(bundle.path(cache_rel), "wb") as handle:
         handle.write(b"\x00\x01garbage")
@@ -365,14 +342,14 @@ def test_find_engine_for_this_machine(tmp_path, fake_env):
     fake_env("10")   # installs the fake TensorRT 10 for this test
     bundle = trt_fakes.make_bundle(tmp_path / "b")
     with pytest.raises(BundleError, match="no fp16 engine of tiny") as info:
-        engines.find_engine(bundle, "tiny", "fp16")
+        engine_files.find_engine(bundle, "tiny", "fp16")
     assert "pipeline.py engines" in info.value.hint
     (result,), _ = engines.build_engines(bundle.root, "fp16")
-    assert engines.find_engine(bundle, "tiny", "fp16") == result.path
+    assert engine_files.find_engine(bundle, "tiny", "fp16") == result.path
     bundle.model("tiny")["onnx"]["sha256"] = "0" * 64       # the bundle was rebuilt on the host
     with pytest.raises(BundleError, match="stale: the ONNX model changed"):
-        engines.find_engine(bundle, "tiny", "fp16")
-    assert [rel for rel, _ in engines.list_engines(bundle)] == [result.path]
+        engine_files.find_engine(bundle, "tiny", "fp16")
+    assert [rel for rel, _ in engine_files.list_engines(bundle)] == [result.path]
 
 
 def test_new_calibration_data_means_new_calibration(tmp_path, fake_env):
@@ -397,7 +374,7 @@ def test_new_calibration_data_means_new_calibration(tmp_path, fake_env):
 def test_timing_cache_of_another_gpu_is_replaced(tmp_path, fake_env, generation):
     trt = fake_env(generation)
     bundle = trt_fakes.make_bundle(tmp_path / "b")
-    path = bundle.path(engines.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1"))
+    path = bundle.path(engine_files.timing_cache_relpath(trt.__version__, "NVIDIA Tegra X1"))
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as handle:
         handle.write(b"TC:sm87")                            # written on an Orin

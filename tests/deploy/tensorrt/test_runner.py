@@ -188,12 +188,12 @@ def test_real_engine_matches_onnxruntime(tmp_path):
     why = _real_tensorrt_and_gpu()
     if why:
         pytest.skip("needs TensorRT and a GPU: " + why)
-    from deploy.tensorrt import engines
+    from deploy.tensorrt import engine_files, engines
     from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
-    from tests.deploy.test_runner_contract import tiny_onnx
+    from tests.deploy.runners.test_runner_contract import tiny_onnx
 
     onnx_path = tiny_onnx(tmp_path)
-    options = engines.EngineOptions("fp32", 64, "entropy", 8, 1)
+    options = engine_files.EngineOptions("fp32", 64, "entropy", 8, 1)
     record = {"input": {"name": "input", "shape": [1, 3, 4, 4]}}
     log = engines.BuildLog()
     blob, _ = engines._build_serialized(onnx_path, options, record, str(tmp_path / "t.cache"), None,

@@ -64,13 +64,13 @@ def test_host_script_for_the_nano_runs_with_trtexec(tmp_path):
 
 
 def test_device_script_names_match_the_python_engines(tmp_path):
-    from deploy.tensorrt import engines
+    from deploy.tensorrt import engine_files
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="jetson-orin-nano")
     path = write_trtexec_script(bundle, "int8", trt_version="10.3.0.30", device_name="Orin", calibrator="minmax")
     text = open(path).read()
-    assert engines.engine_relpath("tiny", "int8", "10.3.0.30", "Orin") in text
+    assert engine_files.engine_relpath("tiny", "int8", "10.3.0.30", "Orin") in text
     # trtexec reads only entropy-calibrator caches, whatever --calibrator the Python build used
-    assert "--calib=" + engines.calibration_cache_relpath("tiny", "entropy", "10.3.0.30", "Orin") in text
+    assert "--calib=" + engine_files.calibration_cache_relpath("tiny", "entropy", "10.3.0.30", "Orin") in text
     assert "--memPoolSize=workspace:1024" in text and "${DEVICE}" not in text
 
 
@@ -92,14 +92,14 @@ def _run_script(path, tmp_path, *args):
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh to run the script with")
 @pytest.mark.parametrize("cache", [None, b"", b"TRT-8502-MinMaxCalibration\ninput: 3c010a14\n", b"garbage\n"])
 def test_int8_script_refuses_without_an_entropy_cache(tmp_path, cache):
-    from deploy.tensorrt import engines
+    from deploy.tensorrt import engine_files
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="jetson-xavier-nx", models=("a", "b"))
     path = write_trtexec_script(bundle, "int8", trt_version="8.5.2.2", device_name="Xavier")
-    good = engines.calibration_cache_relpath("a", "entropy", "8.5.2.2", "Xavier")
+    good = engine_files.calibration_cache_relpath("a", "entropy", "8.5.2.2", "Xavier")
     os.makedirs(bundle.path("engines"), exist_ok=True)
     with open(bundle.path(good), "wb") as handle:
         handle.write(b"TRT-8502-EntropyCalibration2\ninput: 3c010a14\n")
-    other = bundle.path(engines.calibration_cache_relpath("b", "entropy", "8.5.2.2", "Xavier"))
+    other = bundle.path(engine_files.calibration_cache_relpath("b", "entropy", "8.5.2.2", "Xavier"))
     if cache is not None:
         with open(other, "wb") as handle:
             handle.write(cache)
