@@ -7,6 +7,7 @@ no torch): host-only packages (models, export, calibration, analysis) are import
 commands that need them.
 """
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -427,6 +428,18 @@ def _only_bundle(command, found, no_bundle_hint="build one first"):
                          command, " (one of: {})".format(", ".join(found)) if found else "; " + no_bundle_hint))
 
 
+def _verify_host_parts():
+    """verify's host-only parts (deploy/ imports no host package): the PyTorch stages and the generic
+    sample photographs; (None, None) where torch, scikit-image or Python >= 3.9 is missing (the device)."""
+    parts = []
+    for module, name in (("calibration.torch_stages", "torch_stages"), ("calibration.images", "generic_verify_images")):
+        try:
+            parts.append(getattr(importlib.import_module(module), name))
+        except (ImportError, SyntaxError):   # SyntaxError: the host package on the device's Python 3.6
+            parts.append(None)
+    return tuple(parts)
+
+
 def _cmd_verify(args):
     from deploy.bundle import Bundle, writer_lock
     from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
@@ -434,8 +447,10 @@ def _cmd_verify(args):
     root = args.bundle or _only_bundle("verify", _bundles_under_build())
     with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
         bundle = Bundle.open(root)
+        make_torch_stages, generic_images = _verify_host_parts()
         report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
-                               threads=args.threads, progress=not args.quiet, openvino=args.openvino)
+                               threads=args.threads, progress=not args.quiet, openvino=args.openvino,
+                               make_torch_stages=make_torch_stages, generic_images=generic_images)
     print(text_report(report))
     print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
     return EXIT_OK

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture
 def no_torch_stages(monkeypatch):
     """verify's PyTorch stages re-create registry models: not needed for these tiny CNNs."""
-    monkeypatch.setattr(verify_mod, "torch_stages", lambda record, name: ([], []))
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # pipeline.py passes it in
 
 
 # ------------------------------------------------------------------------------------------------

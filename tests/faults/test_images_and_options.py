@@ -38,7 +38,7 @@ def hostile_images(tmp_path):
 
 @pytest.fixture
 def no_torch_stages(monkeypatch):
-    monkeypatch.setattr(verify_mod, "torch_stages", lambda record, name: ([], []))
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # pipeline.py passes it in
 
 
 # 7 + 8 ------------------------------------------------------------------------------------------
