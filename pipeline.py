@@ -428,6 +428,14 @@ def _only_bundle(command, found, no_bundle_hint="build one first"):
                          command, " (one of: {})".format(", ".join(found)) if found else "; " + no_bundle_hint))
 
 
+def _model_zoo():
+    """The host's ``models`` package for bench (torch backend, published figures); None on the device."""
+    try:
+        return importlib.import_module("models")
+    except (ImportError, SyntaxError):   # SyntaxError: the host package on the device's Python 3.6
+        return None
+
+
 def _verify_host_parts():
     """verify's host-only parts (deploy/ imports no host package): the PyTorch stages and the generic
     sample photographs; (None, None) where torch, scikit-image or Python >= 3.9 is missing (the device)."""
@@ -555,7 +563,7 @@ def _cmd_bench(args):
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
-                                      progress=not args.quiet, optimized_model_dir=cache)
+                                      progress=not args.quiet, optimized_model_dir=cache, model_zoo=_model_zoo())
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
     if e2e_paths is not None:
         from deploy.bench.e2e import run_e2e

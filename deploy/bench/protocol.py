@@ -355,7 +355,9 @@ def _requested_shape(name, input_rec, protocol, backend):
     return tuple(want)
 
 
-def make_runner(backend, plan, precision, protocol, device="cpu", optimized_model_dir=None):
+def make_runner(backend, plan, precision, protocol, device="cpu", optimized_model_dir=None, model_zoo=None):
+    """The runner of ``plan``; ``model_zoo`` (the host's ``models`` package, passed in by pipeline.py)
+    re-creates the model for the torch backend."""
     if backend == "onnxruntime":
         from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
         return OnnxRuntimeRunner(plan.path, threads=protocol.threads, optimized_model_dir=optimized_model_dir,
@@ -366,7 +368,8 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
     if backend == "torch":
         from deploy.runners.torch_runner import TorchRunner
         return TorchRunner(plan.name, plan.input_shape, device=device, precision=precision,
-                           threads=protocol.threads, input_name=plan.input_name)
+                           threads=protocol.threads, input_name=plan.input_name,
+                           create_model=model_zoo.create_model if model_zoo is not None else None)
     if backend == "tensorrt":
         try:
             from deploy.tensorrt.runner import TensorRTRunner
@@ -394,14 +397,15 @@ def activate_runner(runner, backend, plan):
 # ------------------------------------------------------------------------------------------------
 # the whole run
 # ------------------------------------------------------------------------------------------------
-def model_figures(name, record, size):
-    """(params, macs, macs_note, published) from the manifest, else from the model card."""
+def model_figures(name, record, size, model_zoo=None):
+    """(params, macs, macs_note, published) from the manifest, else from the model card (``model_zoo``:
+    the host's ``models`` package; None on the device, where the figures are optional)."""
     params = record.get("params") if record else None
     macs = record.get("macs") if record else None
     published = dict(record.get("published") or {}) if record else {}
     note = "manifest" if macs else None
     if params is None or macs is None or not published:
-        card = _card(name)
+        card = _card(name, model_zoo)
         if card is not None:
             published = published or dict(card.published)
             params = params if params is not None else published.get("params")
@@ -411,17 +415,21 @@ def model_figures(name, record, size):
     return params, macs, note, published
 
 
-def _card(name):
+def _card(name, model_zoo):
+    if model_zoo is None:
+        return None
     try:
-        from models import get_model_card
-        return get_model_card(name)
-    except Exception:  # host-only package absent on the device, or an unknown name: figures optional
+        return model_zoo.get_model_card(name)
+    except Exception:  # an unknown name (a user's model): figures optional
         return None
 
 
 def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", progress=True,
-              optimized_model_dir=None, power=True, floor=True):
-    """Benchmark every model; returns (results list, extras dict). Writes nothing."""
+              optimized_model_dir=None, power=True, floor=True, model_zoo=None):
+    """Benchmark every model; returns (results list, extras dict). Writes nothing.
+
+    ``model_zoo``: the host's ``models`` package (pipeline.py passes it where it imports; deploy/ never
+    imports it), for the torch backend's models and the published figures of the model cards."""
     from deploy.environment import physical_cores
     from deploy.bench.tegrastats import TegrastatsSampler, tegrastats_available
 
@@ -454,7 +462,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
     results = []
     try:
         for plan in plans:
-            runner = make_runner(backend, plan, precision, protocol, device, optimized_model_dir)
+            runner = make_runner(backend, plan, precision, protocol, device, optimized_model_dir, model_zoo)
             activate_runner(runner, backend, plan)
             try:
                 meta = runner.input_metadata()
@@ -468,7 +476,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
             finally:
                 runner.deactivate()
             results.append(_result(plan, backend, precision, protocol, timed, settings, flops, sampler,
-                                   t_start, t_end))
+                                   t_start, t_end, model_zoo))
     finally:
         if sampler is not None:
             sampler.stop()
@@ -482,9 +490,9 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
     return results, extras
 
 
-def _result(plan, backend, precision, protocol, timed, settings, flops, sampler, t_start, t_end):
+def _result(plan, backend, precision, protocol, timed, settings, flops, sampler, t_start, t_end, model_zoo=None):
     summary = stats_mod.summarize(timed.latencies_ms, batch=protocol.batch)
-    params, macs, macs_note, published = model_figures(plan.name, plan.record, protocol.size)
+    params, macs, macs_note, published = model_figures(plan.name, plan.record, protocol.size, model_zoo)
     r = collections.OrderedDict()
     r["model"] = plan.name
     r["backend"] = backend

@@ -35,8 +35,8 @@ def test_cpu_matches_eager_pytorch(channels_last):
 
 
 def test_registry_model_by_name():
-    pytest.importorskip("models", reason="the model zoo is not importable")
-    with TorchRunner("mobilenetv2", (1, 3, 64, 64), device="cpu", threads=1) as runner:
+    models = pytest.importorskip("models", reason="the model zoo is not importable")
+    with TorchRunner("mobilenetv2", (1, 3, 64, 64), device="cpu", threads=1, create_model=models.create_model) as runner:
         out = runner.infer({"input": np.zeros((1, 3, 64, 64), np.float32)})["logits"]
     assert out.shape == (1, 1000) and np.all(np.isfinite(out))
 
@@ -67,3 +67,8 @@ def test_cuda_fp16_graphs():
         runner.prepare({"input": x})
         compute_ms, total_ms = runner.execute_timed()
         assert 0 < compute_ms <= total_ms
+
+
+def test_a_registry_name_without_the_model_zoo_says_so():
+    with pytest.raises(BackendUnavailableError, match="model zoo"):
+        TorchRunner("mobilenetv2", (1, 3, 16, 16), device="cpu").activate()
