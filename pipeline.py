@@ -31,10 +31,9 @@ def _add_targets(sub):
 
 
 def _cmd_targets(args):
-    from deploy.targets import list_targets, supported_precisions
-    from deploy.tables import format_table
-
     from deploy.cpu_isa import cpu_target_precisions, local_cpu_isa
+    from deploy.tables import format_table
+    from deploy.targets import list_targets, supported_precisions
 
     rows = []
     for t in list_targets():
@@ -93,8 +92,8 @@ def _add_models(sub):
 
 
 def _cmd_models(args):
-    from models import get_model_card, list_models
     from deploy.tables import format_table
+    from models import get_model_card, list_models
 
     rows = []
     for name in list_models():
@@ -194,16 +193,17 @@ def _build_summary_rows(result):
 
 
 def _cmd_build(args):
-    from deploy.targets import get_target, resolve_precision_choice
     from deploy.bundle import default_bundle_dir, writer_lock
     from deploy.tables import format_table
+    from deploy.targets import get_target, resolve_precision_choice
 
     target = get_target(args.target)
     choice = resolve_precision_choice(target, args.precision or target.default_precision)
     precision = choice.precision
     choice_record = None
     if target.backend == "onnxruntime":
-        from deploy.cpu_isa import choice_record as make_record, local_cpu_isa
+        from deploy.cpu_isa import choice_record as make_record
+        from deploy.cpu_isa import local_cpu_isa
         choice_record = make_record(choice, local_cpu_isa())
     if precision != "int8" and (args.calib_images is not None or args.calib_count is not None):
         raise UsageError("--calib-images and --calib-count apply to INT8 only, and this build is {}".format(precision),
@@ -213,8 +213,14 @@ def _cmd_build(args):
         raise UsageError("--calib-count must be at least 1, got {}".format(calib_count), hint="e.g. 500")
     if args.out is not None and not args.out.strip():
         raise UsageError("--out is empty", hint="name the bundle folder, e.g. --out build/{}".format(target.name))
-    from export.build import (BuildOptions, build_bundle, check_build_folder, parse_weights_args,
-                              read_preprocess_override, remove_leftovers)
+    from export.build import (
+        BuildOptions,
+        build_bundle,
+        check_build_folder,
+        parse_weights_args,
+        read_preprocess_override,
+        remove_leftovers,
+    )
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
@@ -269,9 +275,9 @@ def _engines_after_build(args, bundle_dir, precision):
 
     Either way the bundle gets its trtexec.sh (the trtexec equivalents of the engine build).
     """
-    from deploy.tensorrt.engines import build_engines
     from deploy.targets import resolve_precision
     from deploy.tensorrt.compat import tensorrt_available
+    from deploy.tensorrt.engines import build_engines
     from deploy.tensorrt.trtexec import write_trtexec_script
 
     bundle, target = _bundle_for_engines_or_none(bundle_dir)
@@ -306,8 +312,8 @@ def _engines_after_build(args, bundle_dir, precision):
 def _bundle_for_engines_or_none(bundle_dir):
     """(bundle, target) when the bundle's target builds TensorRT engines; (None, None) for ONNX Runtime."""
     from deploy.bundle import Bundle
-    from deploy.tensorrt.engines import check_bundle_for_engines
     from deploy.targets import get_target
+    from deploy.tensorrt.engines import check_bundle_for_engines
 
     bundle = Bundle.open(bundle_dir)
     if get_target(bundle.target_name).backend != "tensorrt":
@@ -333,8 +339,8 @@ def _print_engine_results(results, summary):
 
 
 def _add_engines(sub):
-    from deploy.tensorrt.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
     from deploy.targets import PRECISION_CHOICES
+    from deploy.tensorrt.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
 
     p = sub.add_parser(
         "engines", help="on the device: build TensorRT engines from a bundle",
@@ -365,8 +371,8 @@ def _add_engines(sub):
 
 
 def _cmd_engines(args):
-    from deploy.tensorrt.engines import build_engines
     from deploy.targets import get_target, resolve_precision
+    from deploy.tensorrt.engines import build_engines
 
     precision = args.precision
     if args.target:   # refuse a precision the named target lacks before touching the bundle
@@ -450,7 +456,7 @@ def _verify_host_parts():
 
 def _cmd_verify(args):
     from deploy.bundle import Bundle, writer_lock
-    from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
+    from deploy.verify import REPORT_JSON, REPORT_MD, text_report, verify_bundle
 
     root = args.bundle or _only_bundle("verify", _bundles_under_build())
     with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
@@ -658,8 +664,8 @@ def _add_device_run(sub):
 
 
 def _cmd_device_run(args):
-    from deploy.device import device_run
     from deploy.bundle import Bundle
+    from deploy.device import device_run
     from deploy.environment import collect_environment
     from deploy.errors import PipelineError
     from deploy.targets import get_target, resolve_precision
@@ -695,7 +701,7 @@ def _cmd_device_run(args):
         except PipelineError as exc:
             stopped = PipelineError("device-run stopped at {}: {}".format(step, exc), hint=exc.hint)
             stopped.exit_code = exc.exit_code
-            raise stopped
+            raise stopped from exc
         device_run.record_step(bundle, state, step, device_run.step_key(
             bundle, precision, args.images if step == "verify" else args.iterations))
         done.append((step, "ran"))
@@ -743,6 +749,7 @@ def _add_predict(sub):
 
 def _cmd_predict(args):
     import json
+
     from deploy.predict.classifier import open_classifier
     from deploy.predict.run import expand_inputs, record_lines, run_predict, summary_line
 

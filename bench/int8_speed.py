@@ -126,10 +126,10 @@ def main(argv=None):
     import onnxruntime as ort
 
     from calibration.stage import calibrate_bundle
+    from deploy.bench.stats import ratio_with_ci
     from deploy.bundle import Bundle
     from deploy.cpu_isa import isa_summary, local_cpu_isa
     from deploy.environment import cpu_model
-    from deploy.bench.stats import ratio_with_ci
     from deploy.tables import format_markdown_table
     from deploy.targets import get_target
     from export.build import BuildOptions, build_bundle

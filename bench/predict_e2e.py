@@ -33,12 +33,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.atomic import atomic_path, write_json, write_text  # noqa: E402
-from deploy.predict.classifier import open_classifier  # noqa: E402
-from deploy.predict.decode import opencv_available  # noqa: E402
+from deploy.bench.stats import mean_ci95  # noqa: E402
 from deploy.environment import cpu_flags, cpu_model  # noqa: E402
 from deploy.errors import PipelineError  # noqa: E402
+from deploy.predict.classifier import open_classifier  # noqa: E402
+from deploy.predict.decode import opencv_available  # noqa: E402
 from deploy.tables import format_markdown_table, format_table  # noqa: E402
-from deploy.bench.stats import mean_ci95  # noqa: E402
 
 LOG = logging.getLogger("predict_e2e")
 GOAL = 0.25

@@ -123,7 +123,7 @@ def get_target(name):
         raise UnknownNameError(
             "unknown target {!r}".format(name),
             hint="choose one of: {}".format(", ".join(TARGETS)),
-        )
+        ) from None
 
 
 def supported_precisions(target):

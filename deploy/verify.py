@@ -31,8 +31,13 @@ import numpy as np
 
 from deploy.atomic import json_bytes, write_files
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
-from deploy.preprocess import (ImageError, config_from_dict, folder_label, list_image_files, pick_order,
-                               preprocess_image, resize_side)
+from deploy.preprocess import (
+    ImageError,
+    config_from_dict,
+    folder_label,
+    list_image_files,
+    pick_order,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -185,9 +190,9 @@ def tensorrt_stages(bundle, name):
     """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
     engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
     try:
+        from deploy.tensorrt.compat import tensorrt_available
         from deploy.tensorrt.engine_files import find_engine
         from deploy.tensorrt.runner import TensorRTRunner
-        from deploy.tensorrt.compat import tensorrt_available
     except ImportError as exc:
         return [], ["TensorRT stages skipped: the TensorRT runner is not available ({})".format(exc)] if engines else []
     if not tensorrt_available():

@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 from deploy.atomic import atomic_path, folder_write_problem, is_temp_name, sha256_file
 from deploy.bundle import Bundle, onnx_relpath
-from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
+from deploy.preprocess import config_to_dict
 
 LOG = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from deploy.errors import BackendUnavailableError, BundleError, PipelineError, PrecisionUnsupportedError, UsageError
 from deploy.bench import stats as stats_mod
+from deploy.errors import BackendUnavailableError, BundleError, PipelineError, PrecisionUnsupportedError, UsageError
 
 LOG = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def resolve_bench_precision(backend, requested, bundle=None, device="cpu", isa=N
     if backend == "tensorrt":
         if requested == "best":
             requested = None
-        from deploy.targets import get_target, resolve_precision, TARGETS
+        from deploy.targets import TARGETS, get_target, resolve_precision
         target_name = bundle.target_name if bundle is not None else ""
         if target_name in TARGETS:
             target = get_target(target_name)
@@ -376,7 +376,7 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
         except ImportError as exc:
             raise BackendUnavailableError("the TensorRT runner cannot be imported ({})".format(exc),
                                           hint="install TensorRT's Python bindings and pycuda, or use "
-                                               "--backend onnxruntime")
+                                               "--backend onnxruntime") from exc
         return TensorRTRunner(plan.path, batch_size=protocol.batch)
     raise UsageError("unknown backend {!r}".format(backend))
 
@@ -390,8 +390,8 @@ def activate_runner(runner, backend, plan):
         if backend == "tensorrt":
             raise PipelineError("TensorRT cannot load engine {}: {}".format(plan.path, str(exc).splitlines()[0]),
                                 hint="the engine is stale or from another device/TensorRT: rebuild it with "
-                                     "python pipeline.py engines BUNDLE --force")
-        raise PipelineError("{} cannot load {}: {}".format(backend, plan.path or plan.name, exc))
+                                     "python pipeline.py engines BUNDLE --force") from exc
+        raise PipelineError("{} cannot load {}: {}".format(backend, plan.path or plan.name, exc)) from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -430,8 +430,8 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
 
     ``model_zoo``: the host's ``models`` package (pipeline.py passes it where it imports; deploy/ never
     imports it), for the torch backend's models and the published figures of the model cards."""
-    from deploy.environment import physical_cores
     from deploy.bench.tegrastats import TegrastatsSampler, tegrastats_available
+    from deploy.environment import physical_cores
 
     backend = backend_choice.name
     choice = None

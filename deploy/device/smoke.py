@@ -58,10 +58,10 @@ def load_smoke(bundle):
         x = np.load(paths[1], allow_pickle=False)
         reference = np.load(paths[2], allow_pickle=False)
     except PipelineError as exc:
-        raise SmokeTestError("bundle", str(exc), hint=exc.hint)
+        raise SmokeTestError("bundle", str(exc), hint=exc.hint) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise SmokeTestError("bundle", "the smoke record in {} is unreadable ({})".format(bundle.root, exc),
-                             hint="rebuild the bundle on the host: python pipeline.py build")
+                             hint="rebuild the bundle on the host: python pipeline.py build") from exc
     return record, paths[0], x, reference
 
 
@@ -98,7 +98,7 @@ def run_smoke_onnxruntime(bundle):
         with OnnxRuntimeRunner(onnx_path, threads=1, optimization="basic") as runner:
             output = runner.infer({"input": x})["logits"]
     except PipelineError as exc:
-        raise SmokeTestError("execute", exc.one_line())
+        raise SmokeTestError("execute", exc.one_line()) from exc
     return _finish(record, "onnxruntime", "fp32", output, reference, started)
 
 
@@ -110,8 +110,8 @@ def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
     raise their own exception types) becomes a SmokeTestError naming that step.
     """
     from deploy.tensorrt.build_log import BuildLog, make_trt_logger
-    from deploy.tensorrt.runner import TensorRTRunner
     from deploy.tensorrt.compat import network_flags, require_tensorrt, set_workspace
+    from deploy.tensorrt.runner import TensorRTRunner
 
     record, onnx_path, x, reference = load_smoke(bundle)
     trt = require_tensorrt()
@@ -129,7 +129,7 @@ def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
             raise
         except Exception as exc:   # TensorRT's and pycuda's own types too: name the step, not a traceback
             text = exc.one_line() if isinstance(exc, PipelineError) else "{}: {}".format(type(exc).__name__, exc)
-            raise SmokeTestError(name, text, hint=hint)
+            raise SmokeTestError(name, text, hint=hint) from exc
 
     def parse():
         builder = trt.Builder(logger)

@@ -22,8 +22,7 @@ import collections
 import numpy as np
 
 from deploy.errors import UsageError
-from deploy.preprocess import (ImageError, pil_filter, to_rgb, image_errors, load_image, preprocess_image,
-                               resize_side)
+from deploy.preprocess import ImageError, image_errors, load_image, pil_filter, preprocess_image, resize_side, to_rgb
 
 DECODERS = ("auto", "pillow", "opencv", "pillow+opencv", "reference")
 # pillow: Pillow decodes and resizes; opencv: OpenCV does both; pillow+opencv: Pillow's scaled JPEG

@@ -83,7 +83,7 @@ def _require_cv2(what):
     except ImportError:
         raise UsageError("{} needs OpenCV, which is not installed here".format(what),
                          hint="pip install opencv-python-headless (JetPack ships python3-opencv), or classify "
-                              "image files")
+                              "image files") from None
     return cv2
 
 

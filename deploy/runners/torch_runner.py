@@ -26,7 +26,7 @@ def import_torch():
         import torch
     except ImportError:
         raise BackendUnavailableError(
-            "torch is not installed", hint="the torch backend runs on the host: pip install -r requirements.txt")
+            "torch is not installed", hint="the torch backend runs on the host: pip install -r requirements.txt") from None
     return torch
 
 

@@ -59,7 +59,7 @@ class CalibrationBatchStream(object):
         except (ValueError, OSError) as exc:
             raise CalibrationError(
                 "calibration data {} is not a readable .npy array ({})".format(self.path, exc),
-                hint="rebuild the bundle's calibration data on the host")
+                hint="rebuild the bundle's calibration data on the host") from exc
         want_chw = tuple(int(d) for d in input_shape[1:])
         if data.ndim != 4 or tuple(data.shape[1:]) != want_chw:
             raise CalibrationError(

@@ -30,8 +30,8 @@ from deploy.errors import BackendUnavailableError, PipelineError
 from deploy.targets import DeviceInfo
 
 if TYPE_CHECKING:  # pragma: no cover - for mypy against the stubs only
-    import pycuda.driver
-    import tensorrt
+    import pycuda.driver  # noqa: F401 (type comments)
+    import tensorrt  # noqa: F401 (type comments)
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def require_tensorrt():
         import tensorrt as trt
     except ImportError as exc:
         raise BackendUnavailableError(
-            "TensorRT's Python bindings do not import here ({})".format(exc), hint=DEVICE_HINT)
+            "TensorRT's Python bindings do not import here ({})".format(exc), hint=DEVICE_HINT) from exc
     if not hasattr(trt, "Builder"):
         raise BackendUnavailableError(
             "the 'tensorrt' module here has no Builder (only type stubs, or a broken install)",
@@ -77,7 +77,7 @@ def require_pycuda():
     except ImportError as exc:
         raise BackendUnavailableError(
             "pycuda does not import here ({})".format(exc),
-            hint="on the device: pip3 install -r requirements-jetson.txt (see README 'On the Jetson')")
+            hint="on the device: pip3 install -r requirements-jetson.txt (see README 'On the Jetson')") from exc
     cuda.init()
     return cuda
 
@@ -153,9 +153,9 @@ def probe_local_device():
     # type: () -> DeviceInfo
     """Create a TensorRT builder just to read what this machine's GPU and TensorRT offer."""
     require_tensorrt()
-    from deploy.tensorrt.build_log import BuildLog, make_trt_logger
-
     import tensorrt as trt
+
+    from deploy.tensorrt.build_log import BuildLog, make_trt_logger
 
     logger = make_trt_logger(BuildLog())   # kept alive while the builder exists
     builder = trt.Builder(logger)
@@ -195,8 +195,9 @@ def network_flags(trt, builder):
     Builders that still offer implicit batch (``max_batch_size``, TensorRT < 10) need the
     EXPLICIT_BATCH flag for ONNX models; TensorRT 10 is always explicit batch and deprecates it.
     """
+    # getattr (noqa B009): a TensorRT < 10 name that the TensorRT 10 stubs lack, so mypy must not look it up
     if hasattr(builder, "max_batch_size"):
-        flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag"), "EXPLICIT_BATCH")
+        flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag"), "EXPLICIT_BATCH")  # noqa: B009
         return 1 << int(flag)
     return 0
 

@@ -25,18 +25,35 @@ from typing import TYPE_CHECKING, Any, Optional  # noqa: F401 (type comments)
 
 from deploy.atomic import write_bytes, write_json, write_text
 from deploy.bundle import Bundle
-from deploy.tensorrt.calibrator import (DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR, CalibrationBatchStream,
-                               CalibrationCache, cache_problem, check_calibrator, make_trt_calibrator)
 from deploy.errors import BundleError, CalibrationError, EngineBuildError
 from deploy.targets import get_target, local_profile, platform_mismatches, resolve_precision
 from deploy.tensorrt.build_log import BuildLog, make_trt_logger
-from deploy.tensorrt.engine_files import (calibration_batch, calibration_cache_relpath, engine_relpath, expected_record,
-                                          input_shapes, make_options, other_engines, report_relpath, sidecar_relpath,
-                                          slug, stale_reason, timing_cache_relpath)
-from deploy.tensorrt.engine_files import EngineOptions  # noqa: F401 (type comments)
+from deploy.tensorrt.calibrator import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CALIBRATOR,
+    CalibrationBatchStream,
+    CalibrationCache,
+    cache_problem,
+    make_trt_calibrator,
+)
+from deploy.tensorrt.engine_files import (
+    EngineOptions,  # noqa: F401 (type comments)
+    calibration_batch,
+    calibration_cache_relpath,
+    engine_relpath,
+    expected_record,
+    input_shapes,
+    make_options,
+    other_engines,
+    report_relpath,
+    sidecar_relpath,
+    slug,
+    stale_reason,
+    timing_cache_relpath,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for mypy against tensorrt-stubs only
-    import tensorrt
+    import tensorrt  # noqa: F401 (type comments)
 
 LOG = logging.getLogger(__name__)
 
@@ -91,9 +108,9 @@ def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator,
     ``check_callbacks()`` raises what a Python callback (logger, calibrator) recorded during the
     build; it runs as soon as TensorRT returns, before any generic "build failed" message.
     """
-    from deploy.tensorrt.compat import network_flags, set_workspace
-
     import tensorrt as trt
+
+    from deploy.tensorrt.compat import network_flags, set_workspace
 
     builder = trt.Builder(trt_logger)
     network = builder.create_network(network_flags(trt, builder))

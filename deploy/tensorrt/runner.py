@@ -27,7 +27,7 @@ import numpy as np
 from deploy.runners.base import Runner, RunnerError, TensorMeta
 
 if TYPE_CHECKING:  # pragma: no cover - for mypy against the stubs only
-    import pycuda.driver
+    import pycuda.driver  # noqa: F401 (type comments)
 
 LOG = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import shlex
 
 from deploy.atomic import write_text
 from deploy.bundle import Bundle
-from deploy.tensorrt.calibrator import DEFAULT_CALIBRATOR, check_calibrator
 from deploy.targets import get_target, resolve_precision
+from deploy.tensorrt.calibrator import DEFAULT_CALIBRATOR, check_calibrator
 from deploy.tensorrt.compat import version_tuple
 
 LOG = logging.getLogger(__name__)
@@ -131,7 +131,12 @@ def script_text(bundle, precision, trt_version=None, device_name=None, workspace
     bench`` benchmarks the built ones. ``calibrator`` is accepted for symmetry with ``engines``,
     but trtexec reads only entropy caches, so INT8 lines always name the entropy cache.
     """
-    from deploy.tensorrt.engine_files import calibration_cache_relpath, engine_relpath, input_shapes, timing_cache_relpath
+    from deploy.tensorrt.engine_files import (
+        calibration_cache_relpath,
+        engine_relpath,
+        input_shapes,
+        timing_cache_relpath,
+    )
 
     target = get_target(bundle.target_name)
     precision = resolve_precision(target, precision)

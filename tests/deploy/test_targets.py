@@ -3,8 +3,14 @@ import pytest
 
 from deploy.cpu_isa import parse_cpu_isa
 from deploy.errors import PrecisionUnsupportedError, UnknownNameError
-from deploy.targets import (PRECISIONS, get_target, list_targets, resolve_precision, resolve_precision_choice,
-                            supported_precisions)
+from deploy.targets import (
+    PRECISIONS,
+    get_target,
+    list_targets,
+    resolve_precision,
+    resolve_precision_choice,
+    supported_precisions,
+)
 from tests.deploy.test_cpu_isa import EPYC_ZEN2, EPYC_ZEN4, XEON_SPR
 
 VNNI_BF16 = parse_cpu_isa(EPYC_ZEN4, "x86_64")

@@ -443,7 +443,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
             return fn(*args)
         except Exception as exc:   # noqa: BLE001 - modelling the C++ side
             if callbacks_abort:
-                raise ProcessAborted("terminate called after an exception in {}(): {!r}".format(name, exc))
+                raise ProcessAborted("terminate called after an exception in {}(): {!r}".format(name, exc)) from exc
             trt.stderr.append("[ERROR] Exception caught in {}(): {}".format(name, exc))
             return failure
 
@@ -748,7 +748,7 @@ def make_fake_trt(generation="10", fast_fp16=True, fast_int8=True, parse_ok=True
                 blob = bytes(memoryview(cache))
             except TypeError as exc:
                 if callbacks_abort:
-                    raise ProcessAborted("read_calibration_cache returned a non-buffer: {}".format(exc))
+                    raise ProcessAborted("read_calibration_cache returned a non-buffer: {}".format(exc)) from exc
                 blob = b""
             if blob:
                 trt.calls.append(("calibration_cache_used", len(blob)))

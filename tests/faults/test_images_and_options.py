@@ -6,7 +6,6 @@ import signal
 
 import pytest
 
-from deploy import verify as verify_mod
 from deploy.preprocess import list_image_files
 from tests.faults.helpers import hashes, run, verify_bundle_dir, write_images
 

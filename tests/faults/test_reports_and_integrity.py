@@ -2,16 +2,14 @@
 bundle names inside it with a sha256 that is checked, reuse included."""
 import errno
 import hashlib
-import json
 import logging
 import os
 
 import pytest
 
-import pipeline
 from deploy import atomic
-from deploy.bench import protocol as bench
 from deploy.atomic import write_files
+from deploy.bench import protocol as bench
 from tests.faults.helpers import edit_manifest, hashes, run, verify_bundle_dir
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed: bench and verify need it")

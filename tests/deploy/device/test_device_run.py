@@ -6,8 +6,8 @@ import tarfile
 
 import pytest
 
-from deploy.device import device_run
 from deploy.atomic import write_json
+from deploy.device import device_run
 from tests.deploy import trt_fakes
 
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import pipeline
-from deploy.device import doctor
 from deploy.bundle import Bundle
+from deploy.device import doctor
 
 
 @pytest.fixture(scope="module")

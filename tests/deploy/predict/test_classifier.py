@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from deploy import open_classifier
-
 from deploy.bench import protocol as bench
-from deploy.predict.classifier import Classifier
 from deploy.errors import BundleError, PipelineError, UsageError
+from deploy.predict.classifier import Classifier
 from deploy.preprocess import ImageError
 from tests.deploy.predict_helpers import LABELS, classifier_bundle, photo, write_photo
 

@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from deploy.predict import decode
-from deploy.preprocess import (IMAGENET_MEAN, IMAGENET_STD, ImageError, PreprocessConfig, load_image,
-                               preprocess_file, preprocess_image)
+from deploy.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageError,
+    PreprocessConfig,
+    load_image,
+    preprocess_file,
+    preprocess_image,
+)
 from tests.deploy.predict_helpers import photo, write_photo
 
 CFG = PreprocessConfig(size=320, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear")

@@ -10,7 +10,6 @@ from deploy.errors import PipelineError  # noqa: E402
 from deploy.runners.base import RunnerError  # noqa: E402
 from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner, optimized_model_name  # noqa: E402
 from deploy.runners.ort_channel_pad import nchwc_block_size, pad_channels  # noqa: E402
-
 from tests.deploy.bench_tiny import tiny_cnn  # noqa: E402
 
 

@@ -11,7 +11,6 @@ from deploy.runners import onnxruntime_runner  # noqa: E402
 from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner, optimized_model_name  # noqa: E402
 from deploy.runners.ort_channel_pad import pad_channels  # noqa: E402
 from deploy.runners.ort_concat_split import fuse_sum_activations, split_concat_convs  # noqa: E402
-
 from tests.deploy.bench_tiny import tiny_cnn  # noqa: E402
 
 

@@ -4,9 +4,14 @@ import os
 import numpy as np
 import pytest
 
-from deploy.tensorrt.calibrator import (CalibrationBatchStream, CalibrationCache, CalibratorCore, cache_problem,
-                               check_calibrator)
 from deploy.errors import CalibrationError, UnknownNameError
+from deploy.tensorrt.calibrator import (
+    CalibrationBatchStream,
+    CalibrationCache,
+    CalibratorCore,
+    cache_problem,
+    check_calibrator,
+)
 
 VALID = b"TRT-8201-EntropyCalibration2\ninput: 3c010a14\n(Unnamed Layer* 3) [Convolution]_output: 3d8f5c29\n"
 

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from deploy.tensorrt import engine_files, engines
-from deploy.errors import BackendUnavailableError, BundleError, PrecisionUnsupportedError, UsageError
+from deploy.errors import BackendUnavailableError, BundleError, PrecisionUnsupportedError
 from deploy.targets import DeviceInfo
+from deploy.tensorrt import engine_files, engines
 from tests.deploy import trt_fakes
 
 GENERATIONS = trt_fakes.GENERATIONS
@@ -208,8 +208,8 @@ def test_calibration_callback_errors_are_raised_after_the_build_not_as_build_fai
         tmp_path, fake_env, monkeypatch, generation, broken):
     """An exception must not leave a TensorRT callback (8.2 aborts the process; the fake raises
     ProcessAborted, which pytest would report); it is raised after the build, naming the callback."""
-    from deploy.tensorrt import calibrator
     from deploy.errors import CalibrationError
+    from deploy.tensorrt import calibrator
 
     fake_env(generation)
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu")
@@ -357,6 +357,7 @@ def test_new_calibration_data_means_new_calibration(tmp_path, fake_env):
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="x86-gpu")
     engines.build_engines(bundle.root, "int8", calib_batch=4)
     import numpy as np
+
     from deploy.atomic import sha256_file
     from deploy.bundle import Bundle
     np.save(bundle.path("calibration/tiny.npy"), np.ones((8, 3, 4, 4), np.float32))

@@ -168,8 +168,8 @@ def test_missing_pycuda_or_tensorrt(tmp_path, monkeypatch):
 # -- the real thing, where it exists --------------------------------------------------------------
 def _real_tensorrt_and_gpu():
     try:
-        import tensorrt
         import pycuda.driver as cuda
+        import tensorrt
     except ImportError as exc:
         return "TensorRT or pycuda not installed ({})".format(exc)
     if not hasattr(tensorrt, "Builder"):
@@ -188,8 +188,8 @@ def test_real_engine_matches_onnxruntime(tmp_path):
     why = _real_tensorrt_and_gpu()
     if why:
         pytest.skip("needs TensorRT and a GPU: " + why)
-    from deploy.tensorrt import engine_files, engines
     from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+    from deploy.tensorrt import engine_files, engines
     from tests.deploy.runners.test_runner_contract import tiny_onnx
 
     onnx_path = tiny_onnx(tmp_path)
