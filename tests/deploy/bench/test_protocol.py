@@ -266,9 +266,9 @@ def test_openvino_rows_name_the_precision_it_compiled(bundle, no_tensorrt, capsy
 
 def test_tensorrt_engine_errors(tmp_path, capsys, monkeypatch):
     """No engine, a stale engine (another TensorRT version), and one that fails to load: one line each."""
-    from tests.deploy import trt_fakes
+    from tests.deploy import pycuda_fakes, trt_fakes
 
-    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), trt_fakes.make_fake_pycuda())
+    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b", models=("hardnet39ds", "mobilenetv2"))   # 4x4 inputs
     argv = ["bench", bundle.root, "--size", "4", "--iterations", "2", "--precision", "fp16", "--no-png"]
     code, _, err = _run(argv, capsys)
@@ -319,9 +319,9 @@ def test_torch_backend_without_a_bundle(tmp_path, capsys, monkeypatch):
 
 def test_with_the_real_tensorrt_runner_on_fake_tensorrt(tmp_path, monkeypatch, capsys):
     """engines then bench through deploy.tensorrt.runner, with the team's TensorRT/pycuda fakes."""
-    from tests.deploy import trt_fakes
+    from tests.deploy import pycuda_fakes, trt_fakes
 
-    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), trt_fakes.make_fake_pycuda())
+    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("8.2"), pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b", models=("hardnet39ds", "mobilenetv2"))   # 4x4 inputs
     assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16"]) == 0
     capsys.readouterr()
@@ -338,10 +338,10 @@ def test_with_the_real_tensorrt_runner_on_fake_tensorrt(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("generation", ["8.2", "8.5", "10"])
 def test_tensorrt_bench_with_a_batch_on_a_dynamic_batch_engine(tmp_path, monkeypatch, capsys, generation):
     """--batch N reaches the TensorRT runner, which sets it within the engine's profile."""
-    from tests.deploy import trt_fakes
+    from tests.deploy import pycuda_fakes, trt_fakes
 
     trt = trt_fakes.make_fake_trt(generation)
-    trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
+    trt_fakes.install(monkeypatch, trt, pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b", dynamic=True)
     assert pipeline.main(["-q", "engines", bundle.root, "--precision", "fp16", "--max-batch", "4"]) == 0
     capsys.readouterr()

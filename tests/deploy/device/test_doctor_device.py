@@ -12,7 +12,7 @@ import pytest
 import pipeline
 from deploy.device import doctor
 from export.smoke import write_smoke
-from tests.deploy import trt_fakes
+from tests.deploy import pycuda_fakes, trt_fakes
 
 NANO = {"board": "NVIDIA Jetson Nano Developer Kit", "l4t": {"l4t": "32.7.1", "jetpack": "4.6.1"},
         "power_mode": {"name": "MAXN", "id": 0}, "clocks": {"locked": True}}
@@ -24,7 +24,7 @@ def device(monkeypatch, tmp_path):
     """install(generation, **fake options) -> (bundle, fake pycuda driver)."""
     def install(generation="8.2", capability=(5, 3), **options):
         trt = trt_fakes.make_fake_trt(generation, fast_int8=False, real_onnx=True, **options)
-        pycuda = trt_fakes.make_fake_pycuda(capability=capability)
+        pycuda = pycuda_fakes.make_fake_pycuda(capability=capability)
         trt_fakes.install(monkeypatch, trt, pycuda)
         bundle = trt_fakes.make_bundle(tmp_path / "b", calib_count=0)
         bundle.manifest["smoke"] = write_smoke(bundle, 13)

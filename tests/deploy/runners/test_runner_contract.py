@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from deploy.runners.base import RunnerError
-from tests.deploy import trt_fakes
+from tests.deploy import pycuda_fakes, trt_fakes
 
 
 def tiny_onnx(tmp_path):
@@ -41,7 +41,7 @@ def _tensorrt_fake(generation):
     def make(tmp_path, monkeypatch):
         from deploy.tensorrt.runner import TensorRTRunner
         trt = trt_fakes.make_fake_trt(generation, io_shape=(1, 3, 4, 4))
-        trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
+        trt_fakes.install(monkeypatch, trt, pycuda_fakes.make_fake_pycuda())
         path = tmp_path / "tiny.engine"
         path.write_bytes(trt_fakes.engine_bytes(trt, (1, 3, 4, 4)))
         return TensorRTRunner(str(path))

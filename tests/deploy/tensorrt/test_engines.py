@@ -8,7 +8,7 @@ import pytest
 from deploy.errors import BackendUnavailableError, BundleError, PrecisionUnsupportedError
 from deploy.targets import DeviceInfo
 from deploy.tensorrt import engine_files, engines
-from tests.deploy import trt_fakes
+from tests.deploy import pycuda_fakes, trt_fakes
 
 GENERATIONS = trt_fakes.GENERATIONS
 
@@ -18,7 +18,7 @@ def fake_env(monkeypatch):
     """Install a fake TensorRT (and pycuda) of the asked generation; returns the fake trt module."""
     def install(generation="10", with_pycuda=True, **kwargs):
         trt = trt_fakes.make_fake_trt(generation, **kwargs)
-        pycuda = trt_fakes.make_fake_pycuda() if with_pycuda else None
+        pycuda = pycuda_fakes.make_fake_pycuda() if with_pycuda else None
         trt_fakes.install(monkeypatch, trt, pycuda)
         return trt
     return install

@@ -4,7 +4,7 @@ import os
 import pytest
 
 import pipeline
-from tests.deploy import trt_fakes
+from tests.deploy import pycuda_fakes, trt_fakes
 
 
 def test_int8_on_nano_refused_before_any_work(tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_no_tensorrt_names_the_device_command(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("generation", trt_fakes.GENERATIONS)
 def test_engines_with_fake_tensorrt_prints_the_table(tmp_path, monkeypatch, capsys, generation):
     trt = trt_fakes.make_fake_trt(generation)
-    trt_fakes.install(monkeypatch, trt, trt_fakes.make_fake_pycuda())
+    trt_fakes.install(monkeypatch, trt, pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b", models=("a", "b"))
     assert pipeline.main(["engines", bundle.root, "--precision", "best", "--models", "b"]) == 0
     out = capsys.readouterr().out
@@ -52,7 +52,7 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
 
 
 def test_after_build_with_tensorrt_builds_the_engines(tmp_path, monkeypatch, capsys):
-    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("10"), trt_fakes.make_fake_pycuda())
+    trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("10"), pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b")
     assert pipeline._engines_after_build(None, bundle.root, "fp16") == 0
     assert "TensorRT imports here" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 from deploy.errors import BackendUnavailableError
 from deploy.runners.base import RunnerError
 from deploy.tensorrt.runner import TensorRTRunner
-from tests.deploy import trt_fakes
+from tests.deploy import pycuda_fakes, trt_fakes
 
 GENERATIONS = trt_fakes.GENERATIONS
 
@@ -23,7 +23,7 @@ def _engine_file(tmp_path, trt, name="m.engine", input_shape=(-1, 3, 4, 4), max_
 def fakes(monkeypatch):
     def install(generation, **kwargs):
         trt = trt_fakes.make_fake_trt(generation, **kwargs)
-        pycuda = trt_fakes.make_fake_pycuda()
+        pycuda = pycuda_fakes.make_fake_pycuda()
         trt_fakes.install(monkeypatch, trt, pycuda)
         return trt, pycuda[1]
     return install

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.deploy import trt_fakes
+from tests.deploy import pycuda_fakes, trt_fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BOOKKEEPING = set()      # the fakes keep their own state in _underscored attributes
@@ -137,7 +137,7 @@ HELPERS = {"context_stack", "driver_stack", "current_context", "require_current"
 # -- the fakes refuse what the real calls refuse ------------------------------------------------------
 @pytest.fixture
 def cuda():
-    _, driver = trt_fakes.make_fake_pycuda()
+    _, driver = pycuda_fakes.make_fake_pycuda()
     driver.init()
     return driver
 
@@ -269,7 +269,7 @@ def test_calibrator_callbacks_as_the_binding_calls_them(generation, monkeypatch)
     exception in a callback aborts 8.2 (pyInt8.cpp@8.2.1) or is printed and ends calibration (8.5+)."""
     import numpy as np
     trt = trt_fakes.make_fake_trt(generation)
-    pycuda = trt_fakes.make_fake_pycuda()
+    pycuda = pycuda_fakes.make_fake_pycuda()
     trt_fakes.install(monkeypatch, trt, pycuda)
     cuda = pycuda[1]
     cuda.init()
