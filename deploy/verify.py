@@ -48,7 +48,7 @@ REPORT_MD = "reports/verify.md"
 
 Stage = collections.namedtuple("Stage", ["name", "precision", "backend", "source", "open"])
 # name: "pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "tensorrt-fp16", ...
-# open: a callable returning a Runner (deploy.runners.base contract: context manager + infer)
+# open: a callable returning a Runner (deploy.runners.contract contract: context manager + infer)
 
 VerifyImage = collections.namedtuple("VerifyImage", ["name", "label", "load", "source"])
 # load: callable(cfg) -> float32 (3, H, W); label: class folder name or None; source: what predict's fast

@@ -35,7 +35,7 @@ import numpy as np
 
 from deploy.atomic import atomic_path, sha256_file
 from deploy.errors import BackendUnavailableError, PipelineError
-from deploy.runners.base import Runner, TensorMeta, check_feed
+from deploy.runners.contract import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 

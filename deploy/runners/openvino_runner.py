@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
-from deploy.runners.base import Runner, TensorMeta, check_feed
+from deploy.runners.contract import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 

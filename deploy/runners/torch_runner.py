@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from deploy.errors import BackendUnavailableError, PipelineError, PrecisionUnsupportedError
-from deploy.runners.base import Runner, TensorMeta, check_feed
+from deploy.runners.contract import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 

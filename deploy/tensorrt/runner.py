@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any  # noqa: F401 (type comments)
 
 import numpy as np
 
-from deploy.runners.base import Runner, RunnerError, TensorMeta
+from deploy.runners.contract import Runner, RunnerError, TensorMeta
 
 if TYPE_CHECKING:  # pragma: no cover - for mypy against the stubs only
     import pycuda.driver  # noqa: F401 (type comments)

@@ -13,7 +13,7 @@ pytest.importorskip("onnx", reason="onnx not installed: the tiny test models are
 import pipeline  # noqa: E402
 from deploy.bench import protocol as bench  # noqa: E402
 from deploy.errors import UsageError  # noqa: E402
-from deploy.runners.base import Runner, TensorMeta  # noqa: E402
+from deploy.runners.contract import Runner, TensorMeta  # noqa: E402
 from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 from tests.deploy.bench_tiny import tiny_bundle, tiny_cnn  # noqa: E402
 

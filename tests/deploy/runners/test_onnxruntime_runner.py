@@ -7,7 +7,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the 
 onnx = pytest.importorskip("onnx", reason="onnx not installed: the tiny test models are built with onnx.helper")
 
 from deploy.errors import PipelineError  # noqa: E402
-from deploy.runners.base import RunnerError  # noqa: E402
+from deploy.runners.contract import RunnerError  # noqa: E402
 from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner, optimized_model_name  # noqa: E402
 from deploy.runners.ort_channel_pad import nchwc_block_size, pad_channels  # noqa: E402
 from tests.deploy.bench_tiny import tiny_cnn  # noqa: E402

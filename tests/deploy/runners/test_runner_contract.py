@@ -3,7 +3,7 @@ TensorRT runner (fake tensorrt/pycuda): same model function, same checks, same a
 import numpy as np
 import pytest
 
-from deploy.runners.base import RunnerError
+from deploy.runners.contract import RunnerError
 from tests.deploy import pycuda_fakes, trt_fakes
 
 

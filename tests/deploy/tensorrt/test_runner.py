@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from deploy.errors import BackendUnavailableError
-from deploy.runners.base import RunnerError
+from deploy.runners.contract import RunnerError
 from deploy.tensorrt.runner import TensorRTRunner
 from tests.deploy import pycuda_fakes, trt_fakes
 
