@@ -7,6 +7,7 @@ no torch): host-only packages (models, export, calibration, analysis) are import
 commands that need them.
 """
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -30,10 +31,9 @@ def _add_targets(sub):
 
 
 def _cmd_targets(args):
-    from deploy.targets import list_targets, supported_precisions
-    from deploy.report import format_table
-
     from deploy.cpu_isa import cpu_target_precisions, local_cpu_isa
+    from deploy.tables import format_table
+    from deploy.targets import list_targets, supported_precisions
 
     rows = []
     for t in list_targets():
@@ -71,7 +71,7 @@ def _print_local_gpu():
     """What x86-gpu means on this machine: the local GPU as TensorRT reports it (when it imports)."""
     from deploy.errors import BackendUnavailableError
     from deploy.targets import get_target, local_profile, supported_precisions
-    from deploy.trt_compat import probe_local_device, tensorrt_available
+    from deploy.tensorrt.compat import probe_local_device, tensorrt_available
 
     if not tensorrt_available():
         print("  (no TensorRT here: x86-gpu's capabilities are read from the GPU when engines are built)")
@@ -92,8 +92,8 @@ def _add_models(sub):
 
 
 def _cmd_models(args):
+    from deploy.tables import format_table
     from models import get_model_card, list_models
-    from deploy.report import format_table
 
     rows = []
     for name in list_models():
@@ -193,16 +193,17 @@ def _build_summary_rows(result):
 
 
 def _cmd_build(args):
-    from deploy.targets import get_target, resolve_precision_choice
     from deploy.bundle import default_bundle_dir, writer_lock
-    from deploy.report import format_table
+    from deploy.tables import format_table
+    from deploy.targets import get_target, resolve_precision_choice
 
     target = get_target(args.target)
     choice = resolve_precision_choice(target, args.precision or target.default_precision)
     precision = choice.precision
     choice_record = None
     if target.backend == "onnxruntime":
-        from deploy.cpu_isa import choice_record as make_record, local_cpu_isa
+        from deploy.cpu_isa import choice_record as make_record
+        from deploy.cpu_isa import local_cpu_isa
         choice_record = make_record(choice, local_cpu_isa())
     if precision != "int8" and (args.calib_images is not None or args.calib_count is not None):
         raise UsageError("--calib-images and --calib-count apply to INT8 only, and this build is {}".format(precision),
@@ -212,8 +213,14 @@ def _cmd_build(args):
         raise UsageError("--calib-count must be at least 1, got {}".format(calib_count), hint="e.g. 500")
     if args.out is not None and not args.out.strip():
         raise UsageError("--out is empty", hint="name the bundle folder, e.g. --out build/{}".format(target.name))
-    from export.build import (BuildOptions, build_bundle, check_build_folder, parse_weights_args,
-                              read_preprocess_override, remove_leftovers)
+    from export.build import (
+        BuildOptions,
+        build_bundle,
+        check_build_folder,
+        parse_weights_args,
+        read_preprocess_override,
+        remove_leftovers,
+    )
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
@@ -268,10 +275,10 @@ def _engines_after_build(args, bundle_dir, precision):
 
     Either way the bundle gets its trtexec.sh (the trtexec equivalents of the engine build).
     """
-    from deploy.engines import build_engines
     from deploy.targets import resolve_precision
-    from deploy.trt_compat import tensorrt_available
-    from deploy.trtexec import write_trtexec_script
+    from deploy.tensorrt.compat import tensorrt_available
+    from deploy.tensorrt.engines import build_engines
+    from deploy.tensorrt.trtexec import write_trtexec_script
 
     bundle, target = _bundle_for_engines_or_none(bundle_dir)
     if bundle is None:
@@ -305,8 +312,8 @@ def _engines_after_build(args, bundle_dir, precision):
 def _bundle_for_engines_or_none(bundle_dir):
     """(bundle, target) when the bundle's target builds TensorRT engines; (None, None) for ONNX Runtime."""
     from deploy.bundle import Bundle
-    from deploy.engines import check_bundle_for_engines
     from deploy.targets import get_target
+    from deploy.tensorrt.engines import check_bundle_for_engines
 
     bundle = Bundle.open(bundle_dir)
     if get_target(bundle.target_name).backend != "tensorrt":
@@ -315,7 +322,7 @@ def _bundle_for_engines_or_none(bundle_dir):
 
 
 def _print_engine_results(results, summary):
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     device = summary["device"]
     print("device: {} (sm {}), TensorRT {}; precision {} (asked: {})".format(
@@ -332,8 +339,8 @@ def _print_engine_results(results, summary):
 
 
 def _add_engines(sub):
-    from deploy.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
     from deploy.targets import PRECISION_CHOICES
+    from deploy.tensorrt.calibrator import CALIBRATORS, DEFAULT_BATCH_SIZE, DEFAULT_CALIBRATOR
 
     p = sub.add_parser(
         "engines", help="on the device: build TensorRT engines from a bundle",
@@ -364,8 +371,8 @@ def _add_engines(sub):
 
 
 def _cmd_engines(args):
-    from deploy.engines import build_engines
     from deploy.targets import get_target, resolve_precision
+    from deploy.tensorrt.engines import build_engines
 
     precision = args.precision
     if args.target:   # refuse a precision the named target lacks before touching the bundle
@@ -427,15 +434,37 @@ def _only_bundle(command, found, no_bundle_hint="build one first"):
                          command, " (one of: {})".format(", ".join(found)) if found else "; " + no_bundle_hint))
 
 
+def _model_zoo():
+    """The host's ``models`` package for bench (torch backend, published figures); None on the device."""
+    try:
+        return importlib.import_module("models")
+    except (ImportError, SyntaxError):   # SyntaxError: the host package on the device's Python 3.6
+        return None
+
+
+def _verify_host_parts():
+    """verify's host-only parts (deploy/ imports no host package): the PyTorch stages and the generic
+    sample photographs; (None, None) where torch, scikit-image or Python >= 3.9 is missing (the device)."""
+    parts = []
+    for module, name in (("calibration.torch_stages", "torch_stages"), ("calibration.images", "generic_verify_images")):
+        try:
+            parts.append(getattr(importlib.import_module(module), name))
+        except (ImportError, SyntaxError):   # SyntaxError: the host package on the device's Python 3.6
+            parts.append(None)
+    return tuple(parts)
+
+
 def _cmd_verify(args):
     from deploy.bundle import Bundle, writer_lock
-    from deploy.verify import text_report, verify_bundle, REPORT_JSON, REPORT_MD
+    from deploy.verify import REPORT_JSON, REPORT_MD, text_report, verify_bundle
 
     root = args.bundle or _only_bundle("verify", _bundles_under_build())
     with writer_lock(root, "pipeline.py verify", create=False):   # verify adds to the manifest
         bundle = Bundle.open(root)
+        make_torch_stages, generic_images = _verify_host_parts()
         report = verify_bundle(bundle, names=args.model, images_dir=args.images, count=args.count,
-                               threads=args.threads, progress=not args.quiet, openvino=args.openvino)
+                               threads=args.threads, progress=not args.quiet, openvino=args.openvino,
+                               make_torch_stages=make_torch_stages, generic_images=generic_images)
     print(text_report(report))
     print("wrote {} and {}".format(bundle.path(REPORT_JSON), bundle.path(REPORT_MD)))
     return EXIT_OK
@@ -496,8 +525,8 @@ def _bench_bundle_dir(args):
 
 
 def _cmd_bench(args):
-    from deploy import bench
-    from deploy.bench_report import build_report, check_report_dir, render_console, write_reports
+    from deploy.bench import protocol as bench
+    from deploy.bench.report import build_report, check_report_dir, render_console, write_reports
     from deploy.bundle import Bundle
     from deploy.environment import collect_environment
 
@@ -532,7 +561,7 @@ def _cmd_bench(args):
     check_report_dir(out_dir)   # before the timed run, not after it
     e2e_paths = None
     if args.e2e:
-        from deploy.e2e import image_paths
+        from deploy.bench.e2e import image_paths
 
         if bundle is None:
             raise UsageError("--e2e needs a bundle", hint="python pipeline.py bench BUNDLE --e2e --images DIR")
@@ -540,10 +569,10 @@ def _cmd_bench(args):
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
     env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
     results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
-                                      progress=not args.quiet, optimized_model_dir=cache)
+                                      progress=not args.quiet, optimized_model_dir=cache, model_zoo=_model_zoo())
     env["precision"], env["threads"] = extras["precision"], extras["threads"]
     if e2e_paths is not None:
-        from deploy.e2e import run_e2e
+        from deploy.bench.e2e import run_e2e
 
         e2e = run_e2e(bundle, names, e2e_paths, protocol.iterations, protocol.warmup, choice.name,
                       precision=args.precision, threads=args.threads)
@@ -595,7 +624,7 @@ def _print_check(check):
 
 
 def _run_doctor(bundle_dir):
-    from deploy.doctor import run_doctor
+    from deploy.device.doctor import run_doctor
 
     report = run_doctor(bundle_dir, progress=_print_check)
     failed = [c for c in report["checks"] if c["required"] and c["status"] == "fail"]
@@ -635,8 +664,8 @@ def _add_device_run(sub):
 
 
 def _cmd_device_run(args):
-    from deploy import device_run
     from deploy.bundle import Bundle
+    from deploy.device import device_run
     from deploy.environment import collect_environment
     from deploy.errors import PipelineError
     from deploy.targets import get_target, resolve_precision
@@ -672,7 +701,7 @@ def _cmd_device_run(args):
         except PipelineError as exc:
             stopped = PipelineError("device-run stopped at {}: {}".format(step, exc), hint=exc.hint)
             stopped.exit_code = exc.exit_code
-            raise stopped
+            raise stopped from exc
         device_run.record_step(bundle, state, step, device_run.step_key(
             bundle, precision, args.images if step == "verify" else args.iterations))
         done.append((step, "ran"))
@@ -680,7 +709,7 @@ def _cmd_device_run(args):
     board = (env.get("jetson") or {}).get("board") or env.get("hostname")
     archive, members = device_run.write_archive(bundle, env, board)
     done.append(("archive", "{} files".format(len(members))))
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     print(format_table(["step", "result"], [list(row) for row in done]))
     print("send back: {} (reports, build logs, layer information, environment)".format(bundle.path(archive)))
@@ -720,8 +749,9 @@ def _add_predict(sub):
 
 def _cmd_predict(args):
     import json
-    from deploy.classifier import open_classifier
-    from deploy.predict import expand_inputs, record_lines, run_predict, summary_line
+
+    from deploy.predict.classifier import open_classifier
+    from deploy.predict.run import expand_inputs, record_lines, run_predict, summary_line
 
     if args.topk < 1:
         raise UsageError("--topk must be at least 1, not {}".format(args.topk), hint="e.g. --topk 5")

@@ -15,7 +15,7 @@ from analysis.cio import counts_macs, layer_cio, moc
 from analysis.graph import analyze_graph
 from analysis.roofline import BYTES_PER_ELEMENT, Hardware, check_precision, layer_time, ridge_moc
 from deploy.atomic import json_bytes, write_files
-from deploy.report import format_markdown_table, format_table
+from deploy.tables import format_markdown_table, format_table
 
 LOG = logging.getLogger(__name__)
 

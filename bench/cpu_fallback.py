@@ -14,7 +14,7 @@ Method. Every variant of every model is built once; the timed iterations are spl
 short pause between blocks, so slow drifts of a shared machine hit all variants alike; idle
 spinning thread pools of one variant park before the next one runs. Medians are reported, and every
 comparison is a ratio with its 95 % bootstrap confidence interval over the rounds
-(deploy.stats.ratio_with_ci: per-round ratio of medians, rounds resampled); "A is faster than B"
+(deploy.bench.stats.ratio_with_ci: per-round ratio of medians, rounds resampled); "A is faster than B"
 is said only when the interval excludes 1. Use many short rounds (--rounds 10 or more).
 
 Precision. Every row names the precision that ran: ONNX Runtime runs the FP32 file in FP32 and the
@@ -46,13 +46,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.atomic import write_json, write_text  # noqa: E402
-from deploy.bench import make_input, measure_matmul_flops  # noqa: E402
+from deploy.bench.protocol import make_input, measure_matmul_flops  # noqa: E402
+from deploy.bench.stats import BOOTSTRAP_RESAMPLES, claim, ratio_dict, ratio_with_ci  # noqa: E402
+from deploy.bench.stats import summarize as summarize_latencies  # noqa: E402
+from deploy.cpu_isa import choice_record, choose_cpu_precision, isa_summary, local_cpu_isa  # noqa: E402
 from deploy.environment import collect_environment, physical_cores  # noqa: E402
 from deploy.errors import BackendUnavailableError  # noqa: E402
-from deploy.report import format_markdown_table, format_table  # noqa: E402
-from deploy.cpu_isa import choice_record, choose_cpu_precision, isa_summary, local_cpu_isa  # noqa: E402
-from deploy.stats import BOOTSTRAP_RESAMPLES, claim, ratio_dict, ratio_with_ci  # noqa: E402
-from deploy.stats import summarize as summarize_latencies  # noqa: E402
+from deploy.tables import format_markdown_table, format_table  # noqa: E402
 
 LOG = logging.getLogger("cpu_fallback")
 
@@ -82,6 +82,7 @@ def bundle_models(bundle_dir, names):
 def export_models(folder, names, size):
     """Plain exports for when no bundle exists yet (torch on the host)."""
     import torch
+
     from models import create_model
     os.makedirs(folder, exist_ok=True)
     out = collections.OrderedDict()
@@ -206,14 +207,14 @@ def _openvino_variant(precision, hint=True):
     """OpenVINO with the hint matching ``precision`` (hint=False: OpenVINO's own default)."""
     def make(paths, x, threads, cache):
         from deploy.cpu_isa import check_bf16, local_cpu_isa
-        from deploy.runners import openvino_runner
         from deploy.errors import PrecisionUnsupportedError
+        from deploy.runners import openvino_runner
 
         if precision == "bf16":
             try:
                 check_bf16(local_cpu_isa(), "openvino")
             except PrecisionUnsupportedError as exc:
-                raise VariantSkipped(str(exc))
+                raise VariantSkipped(str(exc)) from exc
         runner = openvino_runner.OpenVinoRunner(_path(paths, "int8" if precision == "int8" else "fp32"),
                                                 threads=threads, precision=precision, set_precision_hint=hint)
         runner.activate()

@@ -12,7 +12,7 @@ default: the goal's comparison) and the CPU fallback's tuned runner (what `bench
 that includes the NCHWc channel padding and Concat split, which do not apply to a QDQ graph).
 Warm-up first; medians of --iterations runs, the four variants' rounds interleaved (--rounds,
 default 8) so a busy machine hurts them alike. Each speed-up comes with its 95 % bootstrap
-confidence interval over the rounds (deploy.stats.ratio_with_ci), and "INT8 faster" is said only
+confidence interval over the rounds (deploy.bench.stats.ratio_with_ci), and "INT8 faster" is said only
 where the interval excludes 1. The CPU model and its vector flags are printed with the table; on a
 CPU without an INT8 dot product (VNNI, AMX-INT8, ARM dotprod) the report says INT8 gains are limited.
 
@@ -126,11 +126,11 @@ def main(argv=None):
     import onnxruntime as ort
 
     from calibration.stage import calibrate_bundle
+    from deploy.bench.stats import ratio_with_ci
     from deploy.bundle import Bundle
     from deploy.cpu_isa import isa_summary, local_cpu_isa
     from deploy.environment import cpu_model
-    from deploy.stats import ratio_with_ci
-    from deploy.report import format_markdown_table
+    from deploy.tables import format_markdown_table
     from deploy.targets import get_target
     from export.build import BuildOptions, build_bundle
 

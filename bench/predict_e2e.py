@@ -3,9 +3,9 @@
 
     python bench/predict_e2e.py BUNDLE [--model hardnet39ds] [--images DIR] [--rounds 7] [--threads N]
 
-Variants, each a real ``deploy.classifier.Classifier`` run (the code `predict` runs):
+Variants, each a real ``deploy.predict.classifier.Classifier`` run (the code `predict` runs):
   reference       deploy.preprocess.preprocess_file: full decode, resize, crop, float numpy (verify's)
-  pillow, opencv  deploy.decode: DCT-scaled JPEG decode, box resize, lookup-table normalise
+  pillow, opencv  deploy.predict.decode: DCT-scaled JPEG decode, box resize, lookup-table normalise
   *-uint8         the same decode and resize into the bundle's uint8-input graph (build --input
                   uint8), which normalises inside the network; only when the bundle has one
 
@@ -33,12 +33,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.atomic import atomic_path, write_json, write_text  # noqa: E402
-from deploy.classifier import open_classifier  # noqa: E402
-from deploy.decode import opencv_available  # noqa: E402
+from deploy.bench.stats import mean_ci95  # noqa: E402
 from deploy.environment import cpu_flags, cpu_model  # noqa: E402
 from deploy.errors import PipelineError  # noqa: E402
-from deploy.report import format_markdown_table, format_table  # noqa: E402
-from deploy.stats import mean_ci95  # noqa: E402
+from deploy.predict.classifier import open_classifier  # noqa: E402
+from deploy.predict.decode import opencv_available  # noqa: E402
+from deploy.tables import format_markdown_table, format_table  # noqa: E402
 
 LOG = logging.getLogger("predict_e2e")
 GOAL = 0.25
@@ -79,7 +79,7 @@ def video_check(bundle, model, paths, frames, folder, threads):
     import cv2
     from PIL import Image
 
-    from deploy.predict import video_record
+    from deploy.predict.run import video_record
 
     video = os.path.join(folder, "clip.avi")
     writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (1280, 720))
@@ -138,9 +138,9 @@ def agreement(variant_list, paths):
 
 
 def deploy_decode_fill():
-    import deploy.decode
+    import deploy.predict.decode
 
-    return deploy.decode.DRAFT_MIN_FILL
+    return deploy.predict.decode.DRAFT_MIN_FILL
 
 
 def decode_floor_ms(paths, passes=5):
@@ -202,7 +202,7 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=16, help="images to make when no --images is given (default 16)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--draft-min-fill", type=float, default=None, metavar="F",
-                        help="deploy.decode.DRAFT_MIN_FILL for this run (default 0.95; 0.45 allows 1/4 scale at 720p)")
+                        help="deploy.predict.decode.DRAFT_MIN_FILL for this run (default 0.95; 0.45 allows 1/4 scale at 720p)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: physical cores)")
     parser.add_argument("--video-frames", type=int, default=120,
                         help="frames of the 1280x720 MJPEG test video for the fps check (0: skip; needs OpenCV)")
@@ -214,9 +214,9 @@ def main(argv=None):
     from deploy.preprocess import list_image_files
 
     if args.draft_min_fill is not None:
-        import deploy.decode
+        import deploy.predict.decode
 
-        deploy.decode.DRAFT_MIN_FILL = args.draft_min_fill
+        deploy.predict.decode.DRAFT_MIN_FILL = args.draft_min_fill
     load_before = ", ".join("{:.2f}".format(v) for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     try:
         with tempfile.TemporaryDirectory(prefix="predict-e2e-") as scratch:

@@ -15,8 +15,7 @@ import numpy as np
 from calibration.images import ImageCache, ImageItem
 from deploy.atomic import atomic_path, scratch_path
 from deploy.errors import CalibrationError
-from deploy.preprocess import (ImageError, PreprocessConfig, check_calibration_batches, preprocess_image,
-                               resize_side)
+from deploy.preprocess import ImageError, PreprocessConfig, check_calibration_batches, preprocess_image, resize_side
 
 LOG = logging.getLogger(__name__)
 

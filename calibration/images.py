@@ -6,6 +6,7 @@ says so (``generic: True``).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -127,3 +128,21 @@ class ImageCache:
         if item.flip:
             out = ImageOps.mirror(out)
         return out
+
+
+def generic_verify_images(count: int) -> list:
+    """verify's unlabelled sample set (``deploy.verify.VerifyImage`` items): the generic photographs in
+    another crop sequence than calibration's. Passed to ``verify_bundle`` by pipeline.py on the host."""
+    from deploy.preprocess import preprocess_image, resize_side
+    from deploy.verify import GENERIC_SEED, VerifyImage
+
+    cache = ImageCache()
+
+    def tensor(item, cfg):
+        return preprocess_image(cache.open(item, resize_side(cfg)), cfg)
+
+    def image(item, cfg):
+        return cache.open(item, resize_side(cfg))
+
+    return [VerifyImage(item.name, None, functools.partial(tensor, item), functools.partial(image, item))
+            for item in generic_items(count, seed=GENERIC_SEED)]

@@ -10,7 +10,6 @@ import os
 import re
 import tempfile
 
-
 _TEMP_SUFFIX = ".tmp"
 
 

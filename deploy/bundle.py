@@ -71,7 +71,7 @@ class Bundle(object):
             raise BundleError(
                 "{} is not valid JSON ({})".format(path, exc),
                 hint="rebuild the bundle with `python pipeline.py build`",
-            )
+            ) from exc
         _check_manifest_shape(manifest, path)
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
@@ -262,7 +262,7 @@ def _check_manifest_shape(manifest, path):
             try:
                 config_from_dict(record["preprocessing"])
             except BundleError as exc:
-                raise BundleError("{} ({} in {})".format(exc, name, path), hint=exc.hint)
+                raise BundleError("{} ({} in {})".format(exc, name, path), hint=exc.hint) from exc
 
 
 @contextlib.contextmanager
@@ -301,7 +301,7 @@ def writer_lock(root, command, create=True):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise BundleError("{} is being written by {}".format(root, holder),
-                              hint="wait until it finishes, or write to another folder (--out)")
+                              hint="wait until it finishes, or write to another folder (--out)") from None
         handle.seek(0)
         handle.truncate()
         handle.write("`{}` (pid {}, since {})\n".format(command, os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S")))

@@ -64,3 +64,7 @@ class PrecisionUnsupportedError(UsageError):
 
 class CalibrationError(PipelineError):
     """Calibration data is missing, empty, or does not belong to this model."""
+
+
+class EngineBuildError(PipelineError):
+    """TensorRT could not parse the ONNX model or build the engine."""

@@ -41,7 +41,7 @@ def config_from_dict(d):
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError("the manifest's preprocessing record is incomplete or malformed ({}: {})".format(
-            type(exc).__name__, exc), hint="rebuild the bundle with `python pipeline.py build`")
+            type(exc).__name__, exc), hint="rebuild the bundle with `python pipeline.py build`") from exc
     problem = None
     if not 1 <= cfg.size <= MAX_SIDE:
         problem = "size {} is not from 1 to {}".format(cfg.size, MAX_SIDE)
@@ -143,7 +143,7 @@ def pil_filter(name):
     try:
         return filters[name]
     except KeyError:
-        raise ImageError("unknown interpolation {!r}".format(name), hint="use one of " + ", ".join(filters))
+        raise ImageError("unknown interpolation {!r}".format(name), hint="use one of " + ", ".join(filters)) from None
 
 
 # Pillow refuses images above ``Image.MAX_IMAGE_PIXELS`` * 2 (decompression bombs); we keep its
@@ -178,7 +178,7 @@ def load_image(path, min_side=None, draft_size=None):
     ``min_side``: the smallest shorter side the caller needs; large JPEGs are then decoded at a
     reduced DCT scale (Pillow's ``draft``), which is much faster for multi-megapixel photos.
     ``draft_size``: instead, a callable (width, height) -> the (width, height) to ask ``draft`` for,
-    or None for a full decode (deploy.decode's fast path chooses its own DCT scale).
+    or None for a full decode (deploy.predict.decode's fast path chooses its own DCT scale).
     """
     from PIL import Image
 
@@ -208,9 +208,9 @@ def image_errors(path):
             "image {} is too large to decode safely ({})".format(path, exc),
             hint="downscale it below {} pixels, or remove it from the folder".format(
                 2 * (Image.MAX_IMAGE_PIXELS or 0)),
-        )
+        ) from exc
     except (IOError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("cannot read image {}: {}".format(path, exc), hint="remove or replace the file")
+        raise ImageError("cannot read image {}: {}".format(path, exc), hint="remove or replace the file") from exc
 
 
 def preprocess_image(image, cfg):

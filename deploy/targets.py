@@ -123,7 +123,7 @@ def get_target(name):
         raise UnknownNameError(
             "unknown target {!r}".format(name),
             hint="choose one of: {}".format(", ".join(TARGETS)),
-        )
+        ) from None
 
 
 def supported_precisions(target):
@@ -196,7 +196,7 @@ def _resolve_cpu_precision(target, requested, isa):
 
 
 # ------------------------------------------------------------------------------------------------
-# what the GPU at hand reports (read at engine-build time by deploy.trt_compat.probe_device)
+# what the GPU at hand reports (read at engine-build time by deploy.tensorrt.compat.probe_device)
 # ------------------------------------------------------------------------------------------------
 DeviceInfo = collections.namedtuple(
     "DeviceInfo",

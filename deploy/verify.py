@@ -31,8 +31,13 @@ import numpy as np
 
 from deploy.atomic import json_bytes, write_files
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
-from deploy.preprocess import (ImageError, config_from_dict, folder_label, list_image_files, pick_order,
-                               preprocess_image, resize_side)
+from deploy.preprocess import (
+    ImageError,
+    config_from_dict,
+    folder_label,
+    list_image_files,
+    pick_order,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ REPORT_MD = "reports/verify.md"
 
 Stage = collections.namedtuple("Stage", ["name", "precision", "backend", "source", "open"])
 # name: "pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "tensorrt-fp16", ...
-# open: a callable returning a Runner (deploy.runners.base contract: context manager + infer)
+# open: a callable returning a Runner (deploy.runners.contract contract: context manager + infer)
 
 VerifyImage = collections.namedtuple("VerifyImage", ["name", "label", "load", "source"])
 # load: callable(cfg) -> float32 (3, H, W); label: class folder name or None; source: what predict's fast
@@ -77,29 +82,6 @@ def _file_loader(path):
     return lambda cfg: preprocess_file(path, cfg)
 
 
-def generic_images(count):
-    """The generic sample photographs (host only: scikit-image), unlabelled."""
-    try:
-        from calibration.images import ImageCache, generic_items
-    except (ImportError, SyntaxError):  # SyntaxError: the host-only package on an old Python
-        raise UsageError("no --images given, and the generic sample set needs the host's scikit-image",
-                         hint="pass --images DIR (one sub-folder per class for accuracy)")
-    cache = ImageCache()
-    out = []
-    for item in generic_items(count, seed=GENERIC_SEED):
-        out.append(VerifyImage(item.name, None, _generic_loader(cache, item),
-                               functools.partial(_generic_image, cache, item)))
-    return out
-
-
-def _generic_loader(cache, item):
-    return lambda cfg: preprocess_image(cache.open(item, resize_side(cfg)), cfg)
-
-
-def _generic_image(cache, item, cfg):
-    return cache.open(item, resize_side(cfg))
-
-
 def label_index(label, labels, num_classes):
     """Class index of folder name ``label``: its place in the model's label list, else an integer name."""
     if label is None:
@@ -116,12 +98,17 @@ def label_index(label, labels, num_classes):
 # ------------------------------------------------------------------------------------------------
 # stages
 # ------------------------------------------------------------------------------------------------
-def torch_stages(record, name):
-    """PyTorch stages (eager, BN-folded) when torch and the model zoo import here. -> (stages, notes)."""
-    try:
-        from calibration.torch_stages import torch_stages as make
-    except (ImportError, SyntaxError) as exc:
-        return [], ["PyTorch stages skipped: torch or the model zoo is not available here ({})".format(exc)]
+NO_TORCH_NOTE = ("PyTorch stages skipped: torch or the model zoo is not available here (the device has "
+                 "neither; on the host pipeline.py passes them in)")
+
+
+def torch_stages(record, name, make=None):
+    """PyTorch stages (eager, BN-folded) from ``make(record, name)``, the host's maker that
+    ``pipeline.py`` passes in (calibration.torch_stages); none without it. -> (stages, notes).
+
+    Injected rather than imported: deploy/ is device code and must not import a host package."""
+    if make is None:
+        return [], [NO_TORCH_NOTE]
     return make(record, name)
 
 
@@ -179,9 +166,9 @@ def openvino_stages(bundle, record, threads=None, isa=None):
 
 
 def fast_stages(bundle, record, threads=None):
-    """predict's fast preprocessing (deploy.decode, decoder "auto") on the FP32 ONNX model and, where
+    """predict's fast preprocessing (deploy.predict.decode, decoder "auto") on the FP32 ONNX model and, where
     the bundle has one, its uint8-input graph: -> ([(Stage, input kind)], notes)."""
-    from deploy.decode import resolve_decoder
+    from deploy.predict.decode import resolve_decoder
 
     onnx_runs = [s for s in onnx_stages(bundle, record, threads)[0] if s.name == "onnx-fp32"]
     if not onnx_runs:
@@ -203,9 +190,9 @@ def tensorrt_stages(bundle, name):
     """The TensorRT engines of ``name`` built for this machine, when TensorRT imports here."""
     engines = glob.glob(os.path.join(bundle.path("engines"), "{}.*.engine".format(name)))
     try:
-        from deploy.engines import find_engine
-        from deploy.runners.tensorrt_runner import TensorRTRunner
-        from deploy.trt_compat import tensorrt_available
+        from deploy.tensorrt.compat import tensorrt_available
+        from deploy.tensorrt.engine_files import find_engine
+        from deploy.tensorrt.runner import TensorRTRunner
     except ImportError as exc:
         return [], ["TensorRT stages skipped: the TensorRT runner is not available ({})".format(exc)] if engines else []
     if not tensorrt_available():
@@ -293,10 +280,11 @@ def _fixed_batch(record):
     return first
 
 
-def verify_model(bundle, name, images, threads=None, progress=True, openvino=False):
+def verify_model(bundle, name, images, threads=None, progress=True, openvino=False, make_torch_stages=None):
     """Run every stage of ``name`` on ``images``; return the model's report dict.
 
-    ``openvino``: also the OpenVINO stages (fp32, bf16 where native, int8)."""
+    ``openvino``: also the OpenVINO stages (fp32, bf16 where native, int8). ``make_torch_stages``:
+    see ``torch_stages``."""
     record = bundle.model(name)
     cfg = config_from_dict(record["preprocessing"])
     input_name = (record.get("input") or {}).get("name", "input")
@@ -304,7 +292,7 @@ def verify_model(bundle, name, images, threads=None, progress=True, openvino=Fal
     labels_list = record.get("labels") if isinstance(record.get("labels"), list) else None
     num_classes = record.get("num_classes")
     notes = []
-    stages, more = torch_stages(record, name)
+    stages, more = torch_stages(record, name, make_torch_stages)
     notes.extend(more)
     makers = [lambda: onnx_stages(bundle, record, threads), lambda: tensorrt_stages(bundle, name)]
     if openvino:
@@ -398,7 +386,7 @@ def verify_model(bundle, name, images, threads=None, progress=True, openvino=Fal
 
 def _fast_inputs(image, cfg, batch, fast):
     """{input kind: batch array} of predict's fast path for ``image`` (raises ImageError like load)."""
-    from deploy.decode import fast_rgb, normalise_table, resolve_decoder, to_tensor
+    from deploy.predict.decode import fast_rgb, normalise_table, resolve_decoder, to_tensor
 
     source = image.source if isinstance(image.source, str) else image.source(cfg)
     rgb = fast_rgb(source, cfg, resolve_decoder("auto"))
@@ -411,8 +399,12 @@ def _fast_inputs(image, cfg, batch, fast):
 
 
 def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, threads=None, progress=True,
-                  openvino=False):
-    """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report."""
+                  openvino=False, make_torch_stages=None, generic_images=None):
+    """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report.
+
+    The host's parts, passed in by ``pipeline.py`` (deploy/ imports no host package):
+    ``make_torch_stages(record, name)`` (see ``torch_stages``) and ``generic_images(count)``, the
+    unlabelled sample photographs used without ``images_dir`` (calibration.images.generic_verify_images)."""
     names = list(names or bundle.require_models())
     missing = [n for n in names if n not in bundle.model_names()]
     if missing:   # a usage error, as bench --models says it (exit 2), before any work
@@ -429,6 +421,9 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
         source = os.path.abspath(str(images_dir))
         generic = False
     else:
+        if generic_images is None:
+            raise UsageError("no --images given, and the generic sample set needs the host's scikit-image",
+                             hint="pass --images DIR (one sub-folder per class for accuracy)")
         images = generic_images(count)
         source = "generic scikit-image sample photographs (unlabelled; not your domain)"
         generic = True
@@ -445,7 +440,7 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
     verified_onnx = dict((name, bundle.model(name)["onnx"].get("sha256")) for name in names)
     for name in names:
         report["models"][name] = verify_model(bundle, name, images, threads=threads, progress=progress,
-                                              openvino=openvino)
+                                              openvino=openvino, make_torch_stages=make_torch_stages)
         fidelity[name] = collections.OrderedDict([
             ("report", REPORT_JSON), ("images", report["models"][name]["images"]),
             ("image_source", source), ("reference", report["models"][name]["reference"]),
@@ -498,7 +493,7 @@ TABLE_HEADERS = ["stage", "precision", "backend", "top-1 agreement", "disagree",
 
 
 def text_report(report):
-    from deploy.report import format_table
+    from deploy.tables import format_table
 
     lines = ["images: {} ({})".format(report["images"]["source"],
                                       "generic, labels unknown: agreement only" if report["images"]["generic"]
@@ -514,7 +509,7 @@ def text_report(report):
 
 
 def markdown_report(report):
-    from deploy.report import format_markdown_table
+    from deploy.tables import format_markdown_table
 
     lines = ["# Fidelity (verify)", "",
              "Bundle `{}` (target {}), images: {}.".format(report["bundle"], report["target"],

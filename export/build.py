@@ -24,20 +24,21 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from deploy.atomic import atomic_path, folder_write_problem, is_temp_name, sha256_file
+from deploy.atomic import atomic_path, folder_write_problem, is_temp_name
 from deploy.bundle import Bundle, onnx_relpath
-from deploy.preprocess import config_to_dict
 from deploy.errors import BundleError, PipelineError, UsageError
+from deploy.preprocess import config_to_dict
+from export.options import BuildOptions
+from export.sources import Source, resolve_sources
 
 LOG = logging.getLogger(__name__)
 
@@ -46,26 +47,7 @@ BUILD_CODE_VERSION = "export-1"
 
 DEFAULT_MODELS = {"jetson-nano": ("hardnet39ds", "hardnet68ds", "mobilenetv2", "mobilenetv2_140")}
 FALLBACK_DEFAULT_MODELS = DEFAULT_MODELS["jetson-nano"]
-TORCH_SEED = 0  # random weights are seeded, so a rebuild of a random model gives the same ONNX
 
-
-@dataclass(frozen=True)
-class BuildOptions:
-    target: Any                                   # deploy.targets.TargetProfile
-    out_dir: str
-    models: tuple[str, ...] = ()                  # registry names
-    user_model: str | None = None                 # "package.module:function"
-    weights: dict[str, str] = field(default_factory=dict)  # model name -> checkpoint path
-    num_classes: int | None = None
-    size: int = 320
-    batch: int = 1
-    dynamic_batch: bool = False
-    force: bool = False
-    precision: str | None = None                  # resolved precision, recorded in the manifest
-    precision_choice: dict | None = None          # cpu target: why that precision (deploy.cpu_isa.choice_record)
-    threads: int = 1                              # torch / ONNX Runtime threads for the parity runs
-    preprocess: dict[str, Any] | None = None      # overrides the card's mean/std/crop_pct/interpolation
-    input_kind: str = "float32"                   # "uint8": also write models/<name>.uint8.onnx (export/uint8_input.py)
 
 
 @dataclass
@@ -84,18 +66,6 @@ class BuildResult:
     @property
     def out_dir(self) -> str:
         return self.bundle.root
-
-
-@dataclass
-class _Source:
-    """A model to build: its name and how to load it (deferred until the cache says so)."""
-
-    name: str
-    card: Any
-    weights_path: str | None
-    weights_sha256: str | None
-    code_hash: str | None                         # user models: hash of the defining source file
-    load: Callable[[], tuple[Any, Any, dict[str, Any]]]   # -> (nn.Module, card as built, weights record)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,121 +114,6 @@ def check_output_dir(out_dir: str) -> None:
         if problem:
             raise PipelineError(f"output folder {folder} {problem}",
                                 hint="choose a writable --out folder, or fix its permissions")
-
-
-MAX_SIZE = 2048   # the largest input side built: the authors' largest is 1024; 100000 would need 100+ GB
-
-
-def _check_shape_options(options: BuildOptions) -> None:
-    if not 1 <= options.size <= MAX_SIZE:
-        raise UsageError(f"--size must be a number of pixels from 1 to {MAX_SIZE}, got {options.size}",
-                         hint="e.g. --size 320 (the Jetson Nano protocol) or 224")
-    if options.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {options.batch}", hint="e.g. --batch 1")
-    if options.num_classes is not None and options.num_classes < 1:
-        raise UsageError(f"--num-classes must be at least 1, got {options.num_classes}",
-                         hint="pass a positive class count, or leave it out")
-
-
-def _file_sha256(path: str) -> str:
-    from deploy.errors import WeightsError
-
-    if not os.path.isfile(path):
-        raise WeightsError(f"weights file {path} does not exist" if not os.path.exists(path)
-                           else f"weights path {path} is not a file", hint="check the path given to --weights")
-    try:
-        return sha256_file(path)
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}",
-                           hint="check the file's permissions") from None
-
-
-def _registry_source(name: str, options: BuildOptions) -> _Source:
-    from models.registry import get_model_card, load_model
-
-    card = get_model_card(name)  # UnknownNameError (exit 2) for an unknown name
-    path = options.weights.get(name)
-    sha = _file_sha256(path) if path else None
-
-    def load():
-        import torch
-
-        torch.manual_seed(TORCH_SEED)
-        loaded = load_model(name, num_classes=options.num_classes, weights=path)
-        return loaded.model, loaded.card, loaded.weights.to_manifest()
-
-    return _Source(name=name, card=card, weights_path=path, weights_sha256=sha, code_hash=None, load=load)
-
-
-def _source_file_hash(*objects: Any) -> str:
-    """Hash of the source files defining ``objects`` (a user model's code is part of its cache key)."""
-    digest = hashlib.sha256()
-    for obj in objects:
-        try:
-            path = inspect.getsourcefile(obj)
-        except TypeError:
-            path = None
-        digest.update((path or "?").encode())
-        if path and os.path.isfile(path):
-            digest.update(sha256_file(path).encode())
-    return digest.hexdigest()
-
-
-def user_model_name(spec: str) -> str:
-    """Bundle name of a user model: the spec with ':' made file-name safe ("pkg.mod:fn" -> "pkg.mod.fn")."""
-    return spec.strip().replace(":", ".")
-
-
-def _user_source(spec: str, options: BuildOptions) -> _Source:
-    import dataclasses
-    import importlib
-
-    import torch
-
-    from models.user import load_user_model, parse_spec, user_model_card
-
-    torch.manual_seed(TORCH_SEED)
-    model = load_user_model(spec)   # UsageError for a bad spec, import error or non-module
-    name = user_model_name(spec)
-    card = dataclasses.replace(user_model_card(spec, model, input_size=options.size), name=name)
-    if options.num_classes is not None and options.num_classes != card.num_classes:
-        raise UsageError(f"--num-classes {options.num_classes} does not match {spec}, whose classifier has "
-                         f"{card.num_classes} outputs",
-                         hint="leave --num-classes out for --model; the model defines its own classes")
-    path = options.weights.get(spec) or options.weights.get(name)
-    sha = _file_sha256(path) if path else None
-    code_hash = _source_file_hash(importlib.import_module(parse_spec(spec)[0]), type(model))
-
-    def load():
-        from models.weights import load_weights_into, random_weights_record
-
-        record = load_weights_into(model, path, model_name=name) if path else random_weights_record(card.num_classes)
-        return model, card, record.to_manifest()
-
-    return _Source(name=name, card=card, weights_path=path, weights_sha256=sha, code_hash=code_hash, load=load)
-
-
-def resolve_sources(options: BuildOptions) -> list[_Source]:
-    """Check every name, weights file and the input size before any work; return what to build."""
-    from models.registry import check_input_size
-
-    _check_shape_options(options)
-    sources = [_registry_source(name, options) for name in options.models]
-    if options.user_model:
-        sources.append(_user_source(options.user_model, options))
-    if not sources:
-        raise UsageError("no models to build", hint="pass --models a,b or --model package.module:function")
-    names = [s.name for s in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UsageError(f"model {', '.join(dupes)} given twice", hint="name each model once in --models")
-    unknown = sorted(set(options.weights) - set(names) - {options.user_model})
-    if unknown:
-        raise UsageError(f"--weights names {', '.join(unknown)}, which is not being built",
-                         hint=f"the models being built are {', '.join(names)}")
-    for source in sources:
-        check_input_size(source.card, options.size)  # UsageError naming the sizes that work
-    return sources
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,7 +175,7 @@ def preprocessing_record(card: Any, options: BuildOptions) -> dict[str, Any]:
     return record
 
 
-def cache_key(source: _Source, options: BuildOptions, tool_versions: dict[str, Any]) -> str:
+def cache_key(source: Source, options: BuildOptions, tool_versions: dict[str, Any]) -> str:
     payload = {
         "code": BUILD_CODE_VERSION,
         "model": source.name,
@@ -420,7 +275,7 @@ def _check_finite_weights(model, name: str, weights_path: str | None) -> None:
                                     "use another checkpoint")
 
 
-def _build_one(source: _Source, options: BuildOptions, tool_versions: dict[str, Any],
+def _build_one(source: Source, options: BuildOptions, tool_versions: dict[str, Any],
                key: str, work_dir: str) -> tuple[dict[str, Any], str]:
     """Run every stage for one model in ``work_dir``; return (manifest record, path of the final ONNX)."""
     import onnx

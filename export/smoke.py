@@ -17,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from deploy.atomic import sha256_file, write_bytes
-from deploy.smoke import (SMOKE_INPUT_RELPATH, SMOKE_ONNX_RELPATH, SMOKE_REFERENCE_RELPATH, SMOKE_TOLERANCES,
-                          SMOKE_INPUT_SHAPE)
+from deploy.device.smoke import (
+    SMOKE_INPUT_RELPATH,
+    SMOKE_INPUT_SHAPE,
+    SMOKE_ONNX_RELPATH,
+    SMOKE_REFERENCE_RELPATH,
+    SMOKE_TOLERANCES,
+)
 
 SEED = 20191027          # ICCV 2019's first day: any fixed seed would do
 CLASSES = 10

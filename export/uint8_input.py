@@ -4,7 +4,7 @@ resized image as uint8 NHWC and does the cast, layout change and normalisation i
     image uint8 [N, H, W, 3] -> Cast(float) -> Transpose(0, 3, 1, 2) -> Mul(1 / (255 std)) -> Add(-mean / std)
           -> the bundle's float model, unchanged
 
-so the device only decodes and resizes (deploy.decode); ONNX Runtime runs the four elementwise
+so the device only decodes and resizes (deploy.predict.decode); ONNX Runtime runs the four elementwise
 operators on 3 x H x W values (a fraction of a millisecond at 320, measured in docs/predict.md).
 Written next to the float model as models/<name>.uint8.onnx with its own manifest entry
 ("uint8_onnx": path, sha256, the float model's sha256 it was made from, input, parity). The float
@@ -12,7 +12,7 @@ model stays the bundle's main model: TensorRT engines, calibration, bench and ve
 (TensorRT 8.2, JetPack 4.6's, has no uint8 tensors: DataType gains kUINT8 only in 8.5).
 
 Parity, like every build stage: the uint8 graph on seeded uint8 images against the float model on
-the same images normalised by deploy.decode's lookup table, with export.parity's FP32 tolerances.
+the same images normalised by deploy.predict.decode's lookup table, with export.parity's FP32 tolerances.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def parity_images(height: int, width: int, batch: int, count: int = PARITY_IMAGE
 def check_uint8_parity(float_path: str, uint8_path: str, cfg, batch: int, name: str, float_input: str,
                        threads: int | None = None) -> dict[str, Any]:
     """Run both graphs; raise ParityError unless the uint8 graph matches the float model within tolerances."""
-    from deploy.decode import normalise_table, to_tensor
+    from deploy.predict.decode import normalise_table, to_tensor
     from export.parity import TOLERANCES, compare_outputs
 
     images = parity_images(cfg.size, cfg.size, batch)
@@ -111,7 +111,7 @@ def check_uint8_parity(float_path: str, uint8_path: str, cfg, batch: int, name: 
     if not result.passed:
         raise ParityError(f"{name}: the uint8-input graph differs from the float model ({result.describe()})",
                           hint="build without --input uint8 and report it")
-    return {"reference": "the bundle's float ONNX on the same images normalised by deploy.decode",
+    return {"reference": "the bundle's float ONNX on the same images normalised by deploy.predict.decode",
             "inputs": {"seed": PARITY_SEED, "count": len(images), "kind": "uint8 noise and gradients"},
             "tolerances": TOLERANCES, **result.to_dict()}
 

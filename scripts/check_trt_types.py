@@ -35,12 +35,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The modules that call TensorRT or pycuda, and what they import from deploy/.
 DEFAULT_FILES = [
-    "deploy/trt_compat.py",
+    "deploy/tensorrt/compat.py",
     "deploy/targets.py",
-    "deploy/engines.py",
-    "deploy/calibrator.py",
-    "deploy/trtexec.py",
-    "deploy/runners/tensorrt_runner.py",
+    "deploy/tensorrt/engines.py",
+    "deploy/tensorrt/build_log.py",
+    "deploy/tensorrt/calibrator.py",
+    "deploy/tensorrt/trtexec.py",
+    "deploy/tensorrt/runner.py",
 ]
 
 # (file in the stub tree, regex, replacement, what it fixes). Each must match at least once, so a
@@ -57,18 +58,8 @@ PATCHES = [
      "import of the tensorrt_libs package that is not part of the stubs"),
 ]
 
-MYPY_CONFIG = """\
-[mypy]
-check_untyped_defs = True
-warn_unused_ignores = False
-follow_imports = silent
-show_error_codes = True
-
-# The stubs themselves are generated and not clean (a DataType named ``bool`` shadows the builtin);
-# their errors are not ours to report, only the calls deploy/ makes into them.
-[mypy-tensorrt.*,tensorrt_bindings.*]
-ignore_errors = True
-"""
+# mypy settings: [tool.mypy] in pyproject.toml (the stubs are put on MYPYPATH here, per run).
+MYPY_CONFIG = os.path.join(ROOT, "pyproject.toml")
 
 
 TYPINGS = os.path.join(ROOT, "typings")
@@ -157,11 +148,8 @@ def classify(output, api):
 
 
 def run_mypy(files, stub_dir):
-    config = os.path.join(stub_dir, "mypy.ini")
-    with open(config, "w") as handle:
-        handle.write(MYPY_CONFIG)
     env = dict(os.environ, MYPYPATH=stub_dir)
-    cmd = [sys.executable, "-m", "mypy", "--config-file", config,
+    cmd = [sys.executable, "-m", "mypy", "--config-file", MYPY_CONFIG,
            "--cache-dir", os.path.join(stub_dir, ".mypy_cache")] + list(files)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True)

@@ -50,7 +50,7 @@ def parse_args(argv=None):
 
 
 def table(result):
-    from deploy.report import format_markdown_table
+    from deploy.tables import format_markdown_table
 
     best = result["rows"][0]["accuracy"]
     rows = [[r["stage"], "{:.2f}%".format(100 * r["accuracy"]), "{:+.2f}".format(100 * (r["accuracy"] - best)),

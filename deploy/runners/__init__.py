@@ -1,1 +1,1 @@
-"""Runners: one small contract (see ``base.Runner``) for TensorRT, ONNX Runtime and PyTorch."""
+"""Runners: one small contract (see ``contract.Runner``) for TensorRT, ONNX Runtime and PyTorch."""

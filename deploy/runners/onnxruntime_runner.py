@@ -35,7 +35,7 @@ import numpy as np
 
 from deploy.atomic import atomic_path, sha256_file
 from deploy.errors import BackendUnavailableError, PipelineError
-from deploy.runners.base import Runner, TensorMeta, check_feed
+from deploy.runners.contract import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def import_onnxruntime():
         raise BackendUnavailableError(
             "onnxruntime is not installed",
             hint="pip install onnxruntime (on a Jetson, use NVIDIA's onnxruntime-gpu wheel for JetPack 4.6)",
-        )
+        ) from None
     return onnxruntime
 
 
@@ -204,7 +204,7 @@ class OnnxRuntimeRunner(Runner):
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise PipelineError("ONNX Runtime cannot load {}: {}".format(self.model_path, str(exc).splitlines()[0]),
                                 hint="check the file (python -c \"import onnx; onnx.checker.check_model('{}')\") "
-                                     "or rebuild the bundle".format(self.model_path))
+                                     "or rebuild the bundle".format(self.model_path)) from exc
 
     def _rewritten_model(self, ort):
         """The BASIC-optimised graph with channels padded to the NCHWc block and/or its Concats split,

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
-from deploy.runners.base import Runner, TensorMeta, check_feed
+from deploy.runners.contract import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def import_openvino():
         raise BackendUnavailableError(
             "openvino is not installed",
             hint="pip install openvino (optional CPU backend; ONNX Runtime is the default fallback)",
-        )
+        ) from None
     return openvino
 
 
@@ -97,7 +97,7 @@ class OpenVinoRunner(Runner):
             self.compiled = ov.Core().compile_model(self.model_path, "CPU", config)
         except RuntimeError as exc:
             raise PipelineError("OpenVINO cannot compile {}: {}".format(self.model_path, str(exc).splitlines()[0]),
-                                hint="check the ONNX file or use --backend onnxruntime")
+                                hint="check the ONNX file or use --backend onnxruntime") from exc
         self.request = self.compiled.create_infer_request()
         self._inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.compiled_info = compiled_precision(self.compiled)

@@ -4,10 +4,11 @@ CPU: FP32, eval mode, ``torch.inference_mode``, intra-op threads = physical core
 channels-last). CUDA: FP16 weights and activations where asked, channels-last memory format, and a
 CUDA graph captured once so that each timed iteration is one graph launch; ``execute_timed`` gives
 the GPU compute time from CUDA events and the end-to-end time with the copies, as the TensorRT
-runner does. The model is either an ``nn.Module`` or a registry name (``models.create_model``).
+runner does. The model is either an ``nn.Module`` or a registry name with ``create_model`` (the host's
+``models.create_model``, passed in: deploy/ imports no host package).
 
 Lives under deploy/ so that it shares the runner contract, but only the host runs it: Python 3.6
-syntax, torch and models imported lazily.
+syntax, torch imported lazily.
 """
 import logging
 import time
@@ -15,7 +16,7 @@ import time
 import numpy as np
 
 from deploy.errors import BackendUnavailableError, PipelineError, PrecisionUnsupportedError
-from deploy.runners.base import Runner, TensorMeta, check_feed
+from deploy.runners.contract import Runner, TensorMeta, check_feed
 
 LOG = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def import_torch():
         import torch
     except ImportError:
         raise BackendUnavailableError(
-            "torch is not installed", hint="the torch backend runs on the host: pip install -r requirements.txt")
+            "torch is not installed", hint="the torch backend runs on the host: pip install -r requirements.txt") from None
     return torch
 
 
@@ -41,7 +42,7 @@ class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, model, input_shape, device="cpu", precision="fp32", channels_last=None, cuda_graphs=None,
-                 threads=None, input_name="input", output_name="logits"):
+                 threads=None, input_name="input", output_name="logits", create_model=None):
         super(TorchRunner, self).__init__()
         self.model_spec = model
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -52,6 +53,7 @@ class TorchRunner(Runner):
         self.threads = int(threads) if threads else None
         self.input_name = input_name
         self.output_name = output_name
+        self.create_model = create_model
         self.model = None
         self._torch = None
         self._static_in = None
@@ -93,12 +95,10 @@ class TorchRunner(Runner):
             torch.set_num_threads(self.threads or physical_cores())
         model = self.model_spec
         if isinstance(model, str):
-            try:
-                from models import create_model
-            except ImportError as exc:
-                raise BackendUnavailableError("the model zoo (models/) cannot be imported: {}".format(exc),
+            if self.create_model is None:
+                raise BackendUnavailableError("the model zoo (models/) is not available here to create {}".format(model),
                                               hint="the torch backend runs on the host with requirements.txt installed")
-            model = create_model(model)
+            model = self.create_model(model)
         model = model.eval().to(self.device)
         if self.precision == "fp16":
             model = model.half()

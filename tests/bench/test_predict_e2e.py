@@ -7,7 +7,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the benchm
 pytest.importorskip("onnx", reason="onnx not installed: the tiny models are built with onnx.helper")
 
 from deploy.bundle import Bundle  # noqa: E402
-from deploy.decode import opencv_available  # noqa: E402
+from deploy.predict.decode import opencv_available  # noqa: E402
 from tests.deploy.predict_helpers import classifier_bundle, write_photo  # noqa: E402
 
 

@@ -1,8 +1,16 @@
 """The CPU's instruction set decides the CPU precisions: parsing /proc/cpuinfo and the choice of `best`."""
 import pytest
 
-from deploy.cpu_isa import (check_bf16, choice_record, choose_cpu_precision, cpu_target_precisions,
-                            fast_cpu_precisions, isa_summary, parse_cpu_isa, precision_support)
+from deploy.cpu_isa import (
+    check_bf16,
+    choice_record,
+    choose_cpu_precision,
+    cpu_target_precisions,
+    fast_cpu_precisions,
+    isa_summary,
+    parse_cpu_isa,
+    precision_support,
+)
 from deploy.errors import PrecisionUnsupportedError
 
 # flag lines trimmed from real /proc/cpuinfo files of each kind of machine

@@ -3,9 +3,20 @@ import numpy as np
 import pytest
 
 from deploy.errors import CalibrationError
-from deploy.preprocess import (IMAGENET_MEAN, IMAGENET_STD, ImageError, PreprocessConfig,
-                               check_calibration_batches, config_from_dict, config_to_dict, list_image_files,
-                               load_image, preprocess_file, preprocess_image, resize_side)
+from deploy.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageError,
+    PreprocessConfig,
+    check_calibration_batches,
+    config_from_dict,
+    config_to_dict,
+    list_image_files,
+    load_image,
+    preprocess_file,
+    preprocess_image,
+    resize_side,
+)
 
 CFG = PreprocessConfig(size=32, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear")
 

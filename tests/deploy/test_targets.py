@@ -3,8 +3,14 @@ import pytest
 
 from deploy.cpu_isa import parse_cpu_isa
 from deploy.errors import PrecisionUnsupportedError, UnknownNameError
-from deploy.targets import (PRECISIONS, get_target, list_targets, resolve_precision, resolve_precision_choice,
-                            supported_precisions)
+from deploy.targets import (
+    PRECISIONS,
+    get_target,
+    list_targets,
+    resolve_precision,
+    resolve_precision_choice,
+    supported_precisions,
+)
 from tests.deploy.test_cpu_isa import EPYC_ZEN2, EPYC_ZEN4, XEON_SPR
 
 VNNI_BF16 = parse_cpu_isa(EPYC_ZEN4, "x86_64")
@@ -85,9 +91,9 @@ def test_targets_command_lists_every_profile(capsys):
 
 def test_targets_command_shows_the_local_gpu_when_tensorrt_imports(monkeypatch, capsys):
     import pipeline
-    from tests.deploy import trt_fakes
+    from tests.deploy import pycuda_fakes, trt_fakes
     trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("10", fast_int8=False),
-                      trt_fakes.make_fake_pycuda(device_name="NVIDIA GeForce GTX 1080", capability=(6, 1)))
+                      pycuda_fakes.make_fake_pycuda(device_name="NVIDIA GeForce GTX 1080", capability=(6, 1)))
     assert pipeline.main(["targets"]) == 0
     out = capsys.readouterr().out
     assert "this machine: NVIDIA GeForce GTX 1080 (sm 6.1), TensorRT 10.13.0.35: fast precisions fp32,fp16" in out

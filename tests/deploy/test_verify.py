@@ -7,12 +7,19 @@ import numpy as np
 import pytest
 
 import pipeline
+from calibration.images import generic_verify_images
+from calibration.torch_stages import torch_stages
 from deploy.bundle import Bundle
 from deploy.verify import REPORT_JSON, REPORT_MD, compare, cosine, label_index, text_report, verify_bundle
 from tests.calibration.helpers import export_tiny_bundle, write_images
 
 NAME = "mobilenetv2"
 
+
+
+def verify_on_host(bundle, **kwargs):
+    """verify_bundle with the host's parts, as pipeline.py passes them."""
+    return verify_bundle(bundle, make_torch_stages=torch_stages, generic_images=generic_verify_images, **kwargs)
 
 @pytest.fixture(scope="module")
 def bundle_template(tmp_path_factory):
@@ -47,12 +54,12 @@ def stages_by_name(model_report):
 
 
 def test_labelled_folder_runs_every_stage(bundle, labelled):
-    report = verify_bundle(bundle, images_dir=str(labelled), count=50, progress=False)
+    report = verify_on_host(bundle, images_dir=str(labelled), count=50, progress=False)
     model = report["models"][NAME]
     assert model["reference"] == "pytorch" and model["images"] == 9 and model["labelled_images"] == 9
     rows = stages_by_name(model)
     assert list(rows) == ["pytorch", "pytorch-bn-folded", "onnx-fp32", "onnx-int8", "onnx-fp32-fastpre"]
-    # predict's fast preprocessing (deploy.decode) on the FP32 model, against the reference preprocessing
+    # predict's fast preprocessing (deploy.predict.decode) on the FP32 model, against the reference preprocessing
     assert rows["onnx-fp32-fastpre"]["cosine_mean"] > 0.99 and rows["onnx-fp32-fastpre"]["images"] == 9
     for name in ("pytorch-bn-folded", "onnx-fp32"):
         assert rows[name]["top1_agreement"] == 1.0 and rows[name]["cosine_min"] > 0.9999
@@ -74,7 +81,7 @@ def test_openvino_stages_name_the_precision_they_ran(bundle, labelled):
     pytest.importorskip("openvino", reason="openvino not installed: the optional CPU backend (verify --openvino)")
     from deploy.cpu_isa import local_cpu_isa
 
-    report = verify_bundle(bundle, images_dir=str(labelled), count=9, progress=False, openvino=True)
+    report = verify_on_host(bundle, images_dir=str(labelled), count=9, progress=False, openvino=True)
     model = report["models"][NAME]
     rows = stages_by_name(model)
     bf16 = local_cpu_isa().bf16_dot is not None
@@ -92,7 +99,7 @@ def test_verify_openvino_without_openvino_says_so(bundle, labelled, monkeypatch)
     import sys
 
     monkeypatch.setitem(sys.modules, "openvino", None)
-    report = verify_bundle(bundle, images_dir=str(labelled), count=2, progress=False, openvino=True)
+    report = verify_on_host(bundle, images_dir=str(labelled), count=2, progress=False, openvino=True)
     model = report["models"][NAME]
     assert not [s for s in stages_by_name(model) if s.startswith("openvino")]
     assert any("OpenVINO stages skipped: openvino is not installed" in note for note in model["notes"])
@@ -101,18 +108,15 @@ def test_verify_openvino_without_openvino_says_so(bundle, labelled, monkeypatch)
 def test_random_weights_use_the_onnx_model_as_reference(tmp_path):
     bundle, _ = export_tiny_bundle(tmp_path / "bundle")
     write_images(tmp_path / "imgs", 3)
-    report = verify_bundle(bundle, images_dir=str(tmp_path / "imgs"), count=3, progress=False)
+    report = verify_on_host(bundle, images_dir=str(tmp_path / "imgs"), count=3, progress=False)
     model = report["models"][NAME]
     assert model["reference"] == "onnx-fp32"
     assert any("random" in note for note in model["notes"])
     assert model["labelled_images"] == 0 and stages_by_name(model)["onnx-fp32"]["accuracy"] is None
 
 
-def test_without_torch_the_onnx_model_is_the_reference(bundle, labelled, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "calibration.torch_stages", None)  # as on the Jetson: import fails
-    report = verify_bundle(bundle, images_dir=str(labelled), count=4, progress=False)
+def test_without_torch_the_onnx_model_is_the_reference(bundle, labelled):
+    report = verify_bundle(bundle, images_dir=str(labelled), count=4, progress=False)   # as on the Jetson: no host parts
     model = report["models"][NAME]
     assert model["reference"] == "onnx-fp32" and list(stages_by_name(model)) == ["onnx-fp32", "onnx-int8",
                                                                                              "onnx-fp32-fastpre"]
@@ -121,7 +125,7 @@ def test_without_torch_the_onnx_model_is_the_reference(bundle, labelled, monkeyp
 
 
 def test_generic_images_give_agreement_only(bundle):
-    report = verify_bundle(bundle, count=4, progress=False)
+    report = verify_on_host(bundle, count=4, progress=False)
     assert report["images"]["generic"] is True
     model = report["models"][NAME]
     assert model["images"] == 4 and all(row["accuracy"] is None for row in model["stages"])
@@ -129,7 +133,7 @@ def test_generic_images_give_agreement_only(bundle):
 
 def test_folder_names_that_are_not_classes_are_noted(bundle, tmp_path):
     write_images(tmp_path / "imgs" / "cats", 2)
-    report = verify_bundle(bundle, images_dir=str(tmp_path / "imgs"), progress=False)
+    report = verify_on_host(bundle, images_dir=str(tmp_path / "imgs"), progress=False)
     assert any("accuracy not computed" in note for note in report["models"][NAME]["notes"])
 
 
@@ -165,7 +169,7 @@ def test_a_stage_that_cannot_load_is_reported_not_fatal(bundle, labelled):
         handle.write(b"not an onnx model")
     bundle.model(NAME)["int8_onnx"]["sha256"] = sha256_file(path)
     bundle.save()
-    report = verify_bundle(bundle, images_dir=str(labelled), count=3, progress=False)
+    report = verify_on_host(bundle, images_dir=str(labelled), count=3, progress=False)
     rows = stages_by_name(report["models"][NAME])
     assert "error" in rows["onnx-int8"] and rows["onnx-fp32"]["top1_agreement"] == 1.0
     assert "error:" in text_report(report)
@@ -196,3 +200,18 @@ def test_cli_count_default_is_the_library_default():
     from deploy.verify import DEFAULT_COUNT
 
     assert pipeline.make_parser().parse_args(["verify"]).count == DEFAULT_COUNT
+
+
+def test_without_the_host_parts_the_generic_set_is_a_one_line_usage_error(bundle):
+    from deploy.errors import UsageError
+
+    with pytest.raises(UsageError, match="no --images given, and the generic sample set needs the host"):
+        verify_bundle(bundle, count=2, progress=False)
+
+
+def test_pipeline_passes_the_host_parts_it_can_import(monkeypatch):
+    import sys
+
+    assert pipeline._verify_host_parts() == (torch_stages, generic_verify_images)
+    monkeypatch.setitem(sys.modules, "calibration.torch_stages", None)   # as on a host without the package
+    assert pipeline._verify_host_parts() == (None, generic_verify_images)

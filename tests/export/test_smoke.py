@@ -9,7 +9,7 @@ import pytest
 
 from deploy.atomic import sha256_file
 from deploy.bundle import Bundle
-from deploy.smoke import SMOKE_TOLERANCES
+from deploy.device.smoke import SMOKE_TOLERANCES
 from export.smoke import write_smoke
 
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from deploy.bundle import Bundle
-from deploy.classifier import open_classifier
 from deploy.errors import ParityError
-from deploy.runners.base import RunnerError
+from deploy.predict.classifier import open_classifier
+from deploy.runners.contract import RunnerError
 from export.uint8_input import add_uint8_input, check_uint8_parity, ensure_uint8_model
 from tests.deploy.predict_helpers import classifier_bundle, photo, write_photo
 

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture
 def no_torch_stages(monkeypatch):
     """verify's PyTorch stages re-create registry models: not needed for these tiny CNNs."""
-    monkeypatch.setattr(verify_mod, "torch_stages", lambda record, name: ([], []))
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # pipeline.py passes it in
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +177,7 @@ def test_a_killed_calibration_leaves_only_files_the_next_build_removes(tmp_path)
 
 
 def test_the_printed_copy_command_leaves_temporary_files_behind(tmp_path, capsys, monkeypatch):
-    from deploy import trt_compat
+    from deploy.tensorrt import compat as trt_compat
 
     monkeypatch.setattr(trt_compat, "tensorrt_available", lambda: False)
     root = str(tmp_path / "b")

@@ -6,7 +6,6 @@ import signal
 
 import pytest
 
-from deploy import verify as verify_mod
 from deploy.preprocess import list_image_files
 from tests.faults.helpers import hashes, run, verify_bundle_dir, write_images
 
@@ -38,7 +37,7 @@ def hostile_images(tmp_path):
 
 @pytest.fixture
 def no_torch_stages(monkeypatch):
-    monkeypatch.setattr(verify_mod, "torch_stages", lambda record, name: ([], []))
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # pipeline.py passes it in
 
 
 # 7 + 8 ------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_host_commands_in_the_device_layout(tmp_path, command):
     (ZeroDivisionError("division by zero"), "error: ZeroDivisionError: division by zero (fix: `python pipeline.py -v bench"),
 ])
 def test_a_failure_no_library_code_foresaw_is_still_one_line(tmp_path, monkeypatch, capsys, raised, expected):
-    from deploy import bench
+    from deploy.bench import protocol as bench
 
     def fail(*args, **kwargs):
         raise raised

@@ -2,15 +2,14 @@
 bundle names inside it with a sha256 that is checked, reuse included."""
 import errno
 import hashlib
-import json
 import logging
 import os
 
 import pytest
 
-import pipeline
-from deploy import atomic, bench
+from deploy import atomic
 from deploy.atomic import write_files
+from deploy.bench import protocol as bench
 from tests.faults.helpers import edit_manifest, hashes, run, verify_bundle_dir
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed: bench and verify need it")
@@ -64,7 +63,7 @@ def test_bench_on_a_full_disk_says_so_in_one_line_and_keeps_the_last_reports(tmp
     assert run(argv, capsys)[0] == 0
     reports = os.path.join(root, "reports")
     before = hashes(reports)
-    from deploy import bench_report
+    from deploy.bench import report as bench_report
 
     real = bench_report.write_files
 

@@ -7,8 +7,16 @@ import pytest
 
 from deploy.errors import UnknownNameError, UsageError
 from models import registry
-from models.registry import (ModelCard, check_input_size, create_model, get_model_card, label_names, list_models,
-                             load_model, register_model)
+from models.registry import (
+    ModelCard,
+    check_input_size,
+    create_model,
+    get_model_card,
+    label_names,
+    list_models,
+    load_model,
+    register_model,
+)
 
 ZOO = ["densenet121", "hardnet39ds", "hardnet68", "hardnet68ds", "hardnet85", "mobilenetv2", "mobilenetv2_140",
        "resnet50"]

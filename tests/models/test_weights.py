@@ -11,8 +11,7 @@ from torch import nn
 from deploy.errors import WeightsError
 from models.hardnet import HarDNet
 from models.registry import create_model, load_model
-from models.weights import (classifier_key, infer_num_classes, load_weights_info, load_weights_into,
-                            read_checkpoint)
+from models.weights import classifier_key, infer_num_classes, load_weights_info, load_weights_into, read_checkpoint
 
 
 class NotATensor:

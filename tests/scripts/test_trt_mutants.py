@@ -9,8 +9,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import trt_mutants  # noqa: E402
 
 SAMPLE = ["M22", "M30", "M37", "M54"]   # missing synchronize, missing pop, memoryview, unquoted shell (stable ids)
-SAMPLE_TESTS = ["tests/deploy/test_tensorrt_runner.py", "tests/deploy/test_calibrator.py",
-                "tests/deploy/test_trtexec.py"]
+SAMPLE_TESTS = ["tests/deploy/tensorrt/test_runner.py", "tests/deploy/tensorrt/test_calibrator.py",
+                "tests/deploy/tensorrt/test_trtexec.py"]
 
 
 def test_every_mutant_applies_to_the_current_code():
