@@ -159,7 +159,10 @@ def to_rgb(image):
         return image
     if image.mode in _HIGH_BIT_MODES:
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        # A 16-bit PNG opens as "I;16" in today's Pillow but as 32-bit "I" in Pillow 8.4 (the Jetson's):
+        # PNG has no 32-bit grey, so an "I" PNG is 16-bit and scales from 65535 on both.
+        sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and getattr(image, "format", None) == "PNG")
+        peak = 65535.0 if sixteen_bit else max(float(array.max()), 1.0)
         if image.mode == "F" and peak <= 1.0:
             peak = 1.0
         grey = np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8)

@@ -29,7 +29,8 @@ def photo(width=64, height=48, seed=0):
 
 
 def test_matches_torchvision_transforms():
-    from torchvision import transforms
+    transforms = pytest.importorskip("torchvision.transforms",
+                                     reason="torchvision is a host package: the reference runs on the host only")
 
     image = photo()
     reference = transforms.Compose([
@@ -73,6 +74,19 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     Image.fromarray(array).save(tmp_path / "mid.png")
     rgb = np.asarray(load_image(tmp_path / "mid.png"))
     assert rgb.shape == (20, 20, 3) and abs(int(rgb[0, 0, 0]) - 128) <= 1
+
+
+def test_sixteen_bit_png_opened_as_32_bit_by_old_pillow_is_scaled_alike():
+    """Pillow 8.4 (the Jetson's) opens a 16-bit PNG as mode "I": it must scale from 65535 too."""
+    from PIL import Image
+
+    from deploy.preprocess import to_rgb
+
+    image = Image.fromarray(np.full((4, 4), 32768, dtype=np.int32), mode="I")
+    image.format = "PNG"
+    assert abs(int(np.asarray(to_rgb(image))[0, 0, 0]) - 128) <= 1
+    image.format = None                     # an "I" image of unknown depth: scaled from its own peak
+    assert int(np.asarray(to_rgb(image))[0, 0, 0]) == 255
 
 
 def test_transparent_pixels_become_white(tmp_path):
