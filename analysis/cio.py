@@ -21,7 +21,7 @@ Two conventions (``CONVENTIONS``):
            is not a convolution in Eq. 1. This is the convention that reproduces the paper's
            HarDNet39DS (8.2 M) and HarDNet68DS (15.3 M); it changes nothing for HarDNet68,
            MobileNetV2 (whose stride-2 depthwise convs feed exactly one projection conv), ResNet
-           or DenseNet. The README (Analyze) reports the search that found it.
+           or DenseNet. docs/analyze.md reports the search that found it.
 
 In both conventions an *affine* conv (1x1, stride 1, depthwise: a BatchNorm that BN folding could
 not fold into a conv, e.g. DenseNet's pre-activation BNs, turned into a conv for TensorRT) counts 0

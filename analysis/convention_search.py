@@ -5,7 +5,7 @@ This splits every conv's input and output tensor into categories (the image, the
 3x3 convs, pointwise convs that feed a depthwise conv, other pointwise convs, stride-1 depthwise
 convs, pooling depthwise convs; inputs split by whether they are concatenations) and tries every
 include/exclude choice of categories, the same choice for all models, keeping those that give
-every model's published CIO to the first decimal. The README (Analyze) reports the result.
+every model's published CIO to the first decimal. docs/analyze.md reports the result.
 """
 from __future__ import annotations
 

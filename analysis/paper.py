@@ -7,7 +7,7 @@ multiple of 8 (stem 48, stages 24/32/48/88/136/224/448) and has 19.2 M. Flooring
 pre-torchvision PyTorch MobileNetV2 ports), gives 18.49 M: the paper's 18.5 M. The CIO counting is the
 same Eq. 1 in both cases; the difference is the network's channel widths, not a counting convention.
 
-This module builds that variant from torchvision's own blocks, for the reproduction test and the README.
+This module builds that variant from torchvision's own blocks, for the reproduction test and docs/analyze.md.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The bundle: a folder of files with one manifest, the only channel between stages.
 
-Layout (see README "The bundle"):
+Layout (see docs/build.md, "What the bundle holds"):
     manifest.json, models/<name>.onnx, models/<name>.int8.onnx, calibration/<name>.npy,
     engines/<name>.<precision>.<trt>.<device>.engine, reports/
 

@@ -1,6 +1,6 @@
 """ONNX Runtime runner on the CPU: the fallback wherever TensorRT is absent. Tuned for latency.
 
-What it does, and why (numbers in the README, "The CPU fallback", from bench/cpu_fallback.py):
+What it does, and why (numbers in docs/performance.md and docs/cpu-precision.md, from bench/cpu_fallback.py):
   * graph optimisation ORT_ENABLE_ALL: besides the fusions of BASIC/EXTENDED this turns on the
     NCHWc layout transformer on x86 (convolutions in blocked channel layout, MLAS kernels); it
     is the one setting that moves latency by tens of percent. EXTENDED alone is no faster than

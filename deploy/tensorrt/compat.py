@@ -77,7 +77,7 @@ def require_pycuda():
     except ImportError as exc:
         raise BackendUnavailableError(
             "pycuda does not import here ({})".format(exc),
-            hint="on the device: pip3 install -r requirements-jetson.txt (see README 'On the Jetson')") from exc
+            hint="on the device: pip3 install -r requirements-jetson.txt (see docs/device.md)") from exc
     cuda.init()
     return cuda
 

@@ -1,7 +1,7 @@
 """A short run of the whole digits accuracy chain: train -> build -> calibrate -> INT8 -> verify.
 
 Tiny budget (one epoch on a subset, 32 px), so it proves the chain works, not the accuracy goal;
-the measured full-size numbers are in the README (the digits harness). It never reads the cached checkpoint
+the measured full-size numbers are in docs/verify.md (the digits harness). It never reads the cached checkpoint
 of scripts/train_digits.py: everything is made in tmp_path.
 """
 import json
