@@ -671,8 +671,8 @@ def _cmd_device_run(args):
     from deploy.targets import get_target, resolve_precision
 
     bundle = Bundle.open(args.bundle)
-    precision = resolve_precision(get_target(bundle.target_name),
-                                  args.precision or get_target(bundle.target_name).default_precision)
+    target = get_target(bundle.target_name)
+    precision = resolve_precision(target, args.precision or target.default_precision)
     state = {} if args.force else device_run.read_state(bundle)
     common = (["-v"] * args.verbose) + (["-q"] if args.quiet else [])
     steps = [

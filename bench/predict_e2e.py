@@ -13,7 +13,8 @@ Method: every image of the folder (default: the scikit-image sample photographs 
 saved as 1280x720 JPEGs, quality 90) goes through every variant in each of ``--rounds`` rounds; the
 variant order rotates per round so that drift of a shared machine hits all alike. Per round and
 variant: median decode+preprocess ms over the images, median network ms; their ratio per round;
-the mean ratio with its 95 % confidence interval (Student t over rounds). Also, on the same images,
+their geometric mean with its 95 % bootstrap confidence interval over rounds
+(deploy.bench.stats.ratio_with_ci, as the other benchmark scripts). Also, on the same images,
 top-1 agreement and logits cosine of every fast variant against the reference preprocessing.
 
 Goal (issue 13): decode + preprocess <= 25 % of the network time for HarDNet39DS at 320 from
@@ -33,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.atomic import atomic_path, write_json, write_text  # noqa: E402
-from deploy.bench.stats import mean_ci95  # noqa: E402
+from deploy.bench.stats import ratio_with_ci  # noqa: E402
 from deploy.environment import cpu_flags, cpu_model  # noqa: E402
 from deploy.errors import PipelineError  # noqa: E402
 from deploy.predict.classifier import open_classifier  # noqa: E402
@@ -166,7 +167,9 @@ def summarize(per_round, agree):
     rows = []
     for name, values in per_round.items():
         arr = np.asarray(values)
-        ratio, low, high = mean_ci95(arr[:, 0] / arr[:, 1])
+        # per round: median decode+preprocess ms over median network ms, one value each
+        est = ratio_with_ci([[v] for v in arr[:, 0]], [[v] for v in arr[:, 1]])
+        ratio, low, high = est.ratio, est.low, est.high
         top1, cos_mean, cos_min = agree[name]
         rows.append(collections.OrderedDict([
             ("variant", name), ("decode_ms", round(float(np.median(arr[:, 3])), 3)),

@@ -52,11 +52,25 @@ CpuIsa = collections.namedtuple("CpuIsa", [
 PrecisionChoice = collections.namedtuple("PrecisionChoice", ["precision", "requested", "reason"])
 
 
+def cpuinfo_flags(cpuinfo_text):
+    """Every flag the first "flags" (x86) or "Features" (ARM) line of /proc/cpuinfo lists, as a set."""
+    found = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo_text or "", re.MULTILINE)
+    return set(found.group(1).split()) if found else set()
+
+
+def cpuinfo_model(cpuinfo_text):
+    """The CPU model /proc/cpuinfo names ("model name" on x86, "Hardware"/"Processor" on ARM), or None."""
+    for key in ("model name", "Hardware", "Processor", "CPU part"):
+        found = re.search(r"^{}\s*:\s*(.+)$".format(key), cpuinfo_text or "", re.MULTILINE)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
 def parse_cpu_isa(cpuinfo_text, machine=None):
     """A CpuIsa from the text of /proc/cpuinfo (``machine``: platform.machine(), for the arch)."""
-    found = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo_text or "", re.MULTILINE)
-    flags = set(found.group(1).split()) if found else set()
-    model = re.search(r"^(?:model name|Hardware|Processor|CPU part)\s*:\s*(.+)$", cpuinfo_text or "", re.MULTILINE)
+    flags = cpuinfo_flags(cpuinfo_text)
+    model = cpuinfo_model(cpuinfo_text)
     machine = (machine or platform.machine() or "").lower()
     if machine in ("x86_64", "amd64", "i386", "i686") or "sse2" in flags:
         arch, table = "x86", _X86_FEATURES
@@ -68,7 +82,7 @@ def parse_cpu_isa(cpuinfo_text, machine=None):
     int8_dot = next((name for flag, name in _INT8_DOT if flag in flags), None)
     # BF16 on ARM (the ``bf16`` flag) exists, but OpenVINO's ARM plugin runs FP16 instead: not offered.
     bf16_dot = next((name for flag, name in _BF16_DOT if flag in flags), None) if arch == "x86" else None
-    return CpuIsa(arch, model.group(1).strip() if model else (platform.processor() or machine or "unknown"),
+    return CpuIsa(arch, model or platform.processor() or machine or "unknown",
                   features, int8_dot, bf16_dot, sorted(flags))
 
 

@@ -14,6 +14,7 @@ import platform
 import re
 import subprocess
 
+from deploy.cpu_isa import cpuinfo_flags, cpuinfo_model, fast_cpu_precisions, parse_cpu_isa
 from deploy.versions import tool_versions
 
 LOG = logging.getLogger(__name__)
@@ -158,20 +159,16 @@ def physical_cores(cpuinfo_text=None):
 def cpu_model(cpuinfo_text=None):
     if cpuinfo_text is None:
         cpuinfo_text = _read_text("/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "Processor"):
-        m = re.search(r"^{}\s*:\s*(.+)$".format(key), cpuinfo_text, re.MULTILINE)
-        if m:
-            return m.group(1).strip()
-    return platform.processor() or platform.machine()
+    return cpuinfo_model(cpuinfo_text) or platform.processor() or platform.machine()
 
 
 def cpu_flags(cpuinfo_text=None):
+    """The vector flags that matter for speed, in a fixed order (the full ISA: deploy.cpu_isa)."""
     if cpuinfo_text is None:
         cpuinfo_text = _read_text("/proc/cpuinfo") or ""
-    m = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", cpuinfo_text, re.MULTILINE)
     wanted = ("avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx2", "fma",
               "avx", "asimd", "asimddp", "i8mm", "bf16", "fphp", "asimdhp")
-    have = set(m.group(1).split()) if m else set()
+    have = cpuinfo_flags(cpuinfo_text)
     return [f for f in wanted if f in have]
 
 
@@ -222,22 +219,29 @@ def collect_environment(backend=None, precision=None, threads=None, extra=None):
     return env
 
 
+def jetson_power_problems(jetson):
+    """[(warning, fix)] for a Jetson not at full, fixed speed: power mode and clock state."""
+    out = []
+    mode = jetson.get("power_mode")
+    if not mode:
+        out.append(("power mode unknown (nvpmodel -q failed): numbers may not be at full power",
+                    "check it with `sudo nvpmodel -q`, set it with `sudo nvpmodel -m 0`"))
+    elif mode.get("id") not in MAX_POWER_MODE_IDS:
+        out.append(("power mode is {} (id {}), not the maximum: run `sudo nvpmodel -m 0`".format(
+            mode.get("name"), mode.get("id")), "sudo nvpmodel -m 0"))
+    clocks = jetson.get("clocks")
+    if not clocks:
+        out.append(("clock state unknown: run `sudo jetson_clocks` before benchmarking", "sudo jetson_clocks"))
+    elif not clocks.get("locked"):
+        out.append(("clocks are not locked (DVFS active, latencies vary): run `sudo jetson_clocks`",
+                    "sudo jetson_clocks"))
+    return out
+
+
 def environment_warnings(env):
     """Warnings about conditions that make numbers incomparable (power mode, clocks, load)."""
-    out = []
     jetson = env.get("jetson")
-    if jetson:
-        mode = jetson.get("power_mode")
-        if not mode:
-            out.append("power mode unknown (nvpmodel -q failed): numbers may not be at full power")
-        elif mode.get("id") not in MAX_POWER_MODE_IDS:
-            out.append("power mode is {} (id {}), not the maximum: run `sudo nvpmodel -m 0`".format(
-                mode.get("name"), mode.get("id")))
-        clocks = jetson.get("clocks")
-        if not clocks:
-            out.append("clock state unknown: run `sudo jetson_clocks` before benchmarking")
-        elif not clocks.get("locked"):
-            out.append("clocks are not locked (DVFS active, latencies vary): run `sudo jetson_clocks`")
+    out = [warning for warning, _ in jetson_power_problems(jetson)] if jetson else []
     load = env.get("load_average")
     cpus = env.get("logical_cpus") or 1
     if load and load[0] > 0.5 * cpus:
@@ -248,8 +252,6 @@ def environment_warnings(env):
 
 def _isa_record(cpuinfo):
     """The vector features and the natively fast CPU precisions (deploy.cpu_isa)."""
-    from deploy.cpu_isa import fast_cpu_precisions, parse_cpu_isa
-
     isa = parse_cpu_isa(cpuinfo)
     return collections.OrderedDict([("arch", isa.arch), ("features", list(isa.features)),
                                     ("int8_dot", isa.int8_dot), ("bf16_dot", isa.bf16_dot),

@@ -67,4 +67,9 @@ class CalibrationError(PipelineError):
 
 
 class EngineBuildError(PipelineError):
-    """TensorRT could not parse the ONNX model or build the engine."""
+    """TensorRT could not parse the ONNX model or build the engine; ``step`` is "parse" or "build"."""
+
+    def __init__(self, message, hint=None, step="build"):
+        # type: (str, object, str) -> None
+        super(EngineBuildError, self).__init__(message, hint=hint)
+        self.step = step

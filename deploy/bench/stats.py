@@ -140,22 +140,3 @@ def claim(candidate, baseline, estimate):
     if estimate.verdict == "slower":
         return "{} is slower than {}: {:.2f}x ({})".format(candidate, baseline, estimate.ratio, ci)
     return "{} vs {}: {:.2f}x, no difference shown ({} holds 1)".format(candidate, baseline, estimate.ratio, ci)
-
-
-# Two-sided 95 % Student t quantiles for 1..30 degrees of freedom (no scipy on the device).
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
-
-
-def mean_ci95(values):
-    """(mean, low, high): the mean of ``values`` (e.g. one ratio per interleaved round) and its 95 %
-    confidence interval (Student t); low == high == mean for a single value."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, mean, mean
-    df = len(values) - 1
-    t = _T95[df - 1] if df <= len(_T95) else 1.96
-    half = t * float(values.std(ddof=1)) / math.sqrt(len(values))
-    return mean, mean - half, mean + half

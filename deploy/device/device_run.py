@@ -14,6 +14,7 @@ Python 3.6-compatible.
 """
 import collections
 import hashlib
+import io
 import json
 import logging
 import os
@@ -104,7 +105,5 @@ def write_archive(bundle, environment, board=None, when=None):
             info = tarfile.TarInfo("environment.json")
             info.size = len(env_bytes)
             info.mtime = int(time.time())
-            import io
-
             tar.addfile(info, io.BytesIO(env_bytes))
     return rel, members + ["environment.json"]

@@ -16,6 +16,7 @@ import collections
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -65,8 +66,6 @@ def in_isolated_virtualenv(prefix=None, base_prefix=None, read=None):
 
 def parse_cuda_version(text):
     """'CUDA Version 10.2.300' (version.txt) or version.json's "cuda": {"version": ...} -> '10.2.300'."""
-    import re
-
     match = re.search(r"CUDA Version\s+([\d.]+)", text or "") or \
         re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"([\d.]+)"', text or "")
     return match.group(1) if match else None
@@ -74,16 +73,12 @@ def parse_cuda_version(text):
 
 def parse_cudnn_version(text):
     """#define CUDNN_MAJOR 8 / MINOR 2 / PATCHLEVEL 1 -> '8.2.1'."""
-    import re
-
     parts = [re.search(r"#define\s+CUDNN_{}\s+(\d+)".format(k), text or "") for k in ("MAJOR", "MINOR", "PATCHLEVEL")]
     return ".".join(m.group(1) for m in parts) if all(parts) else None
 
 
 def parse_meminfo(text):
     """/proc/meminfo -> {"available_mb", "total_mb", "swap_total_mb", "swap_free_mb"} (None where absent)."""
-    import re
-
     def mb(key):
         match = re.search(r"^{}:\s+(\d+)\s+kB".format(key), text or "", re.MULTILINE)
         return int(match.group(1)) // 1024 if match else None
@@ -197,13 +192,13 @@ def check_gpu(device, bundle_target=None):
 def check_power(info):
     if info is None:
         return None
-    warnings = environment.environment_warnings({"jetson": info, "load_average": None})
+    problems = environment.jetson_power_problems(info)
     mode = info.get("power_mode") or {}
     clocks = info.get("clocks") or {}
     detail = "power mode {} (id {}), clocks {}".format(mode.get("name", "unknown"), mode.get("id"),
                                                        "locked" if clocks.get("locked") else "not locked")
-    if warnings:
-        return _check("power", WARN, detail, "; ".join(w.split(": ", 1)[-1] for w in warnings))
+    if problems:
+        return _check("power", WARN, detail, "; ".join(fix for _, fix in problems))
     return _check("power", OK, detail)
 
 

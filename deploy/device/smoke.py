@@ -105,12 +105,16 @@ def run_smoke_onnxruntime(bundle):
 def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
     """The smoke model through TensorRT: parse, build, deserialize, bind, copy, execute, compare.
 
-    The engine is built in memory and written to a temporary folder outside the bundle, so the
-    smoke test never adds to or changes the bundle. Whatever a step raises (TensorRT and pycuda
-    raise their own exception types) becomes a SmokeTestError naming that step.
+    Parse and build are the engines command's own (``build_serialized``, without a timing cache);
+    the engine is kept in memory and in a temporary folder outside the bundle, so the smoke test
+    never adds to or changes the bundle. Whatever a step raises (TensorRT and pycuda raise their
+    own exception types) becomes a SmokeTestError naming that step.
     """
+    from deploy.errors import EngineBuildError
     from deploy.tensorrt.build_log import BuildLog, make_trt_logger
-    from deploy.tensorrt.compat import network_flags, require_tensorrt, set_workspace
+    from deploy.tensorrt.compat import require_tensorrt
+    from deploy.tensorrt.engine_files import DEFAULT_CALIBRATOR, EngineOptions
+    from deploy.tensorrt.engines import build_serialized
     from deploy.tensorrt.runner import TensorRTRunner
 
     record, onnx_path, x, reference = load_smoke(bundle)
@@ -131,32 +135,20 @@ def run_smoke_tensorrt(bundle, precision, workspace_mib=64):
             text = exc.one_line() if isinstance(exc, PipelineError) else "{}: {}".format(type(exc).__name__, exc)
             raise SmokeTestError(name, text, hint=hint) from exc
 
-    def parse():
-        builder = trt.Builder(logger)
-        network = builder.create_network(network_flags(trt, builder))
-        parser = trt.OnnxParser(network, logger)
-        with open(onnx_path, "rb") as handle:
-            if not parser.parse(handle.read()):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or details()
-                raise SmokeTestError("parse", errors, hint=PARSE_HINT)
-        return builder, network, parser
-
-    def build(builder, network):
-        config = builder.create_builder_config()
-        set_workspace(trt, config, workspace_mib << 20)
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise SmokeTestError("build", details(), hint=BUILD_HINT)
-        return bytes(serialized)
+    def parse_and_build():
+        options = EngineOptions(precision, workspace_mib, DEFAULT_CALIBRATOR, 1, 1)
+        shape = {"input": {"name": "input", "shape": list(SMOKE_INPUT_SHAPE)}}
+        try:
+            return build_serialized(onnx_path, options, shape, None, None, logger)[0]
+        except EngineBuildError as exc:
+            raise SmokeTestError(exc.step, exc.one_line(), hint=PARSE_HINT if exc.step == "parse" else BUILD_HINT) \
+                from exc
 
     def deserialize(serialized):
         if trt.Runtime(logger).deserialize_cuda_engine(serialized) is None:
             raise SmokeTestError("deserialize", details(), hint=DESERIALIZE_HINT)
 
-    builder, network, parser = step("parse", PARSE_HINT, parse)
-    serialized = step("build", BUILD_HINT, lambda: build(builder, network))
+    serialized = step("build", BUILD_HINT, parse_and_build)
     step("deserialize", DESERIALIZE_HINT, lambda: deserialize(serialized))
     folder = tempfile.mkdtemp(prefix="hardnet-smoke-")
     try:

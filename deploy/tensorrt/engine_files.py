@@ -98,7 +98,7 @@ def calibration_batch(record, options):
 
     An explicit-batch network reads one input's worth of data per call: the input's own shape
     when static, the calibration profile's OPT shape when the batch is dynamic (set to
-    ``options.calib_batch`` in ``_build_serialized``). ``get_batch_size`` only mattered for implicit
+    ``options.calib_batch`` in ``build_serialized``). ``get_batch_size`` only mattered for implicit
     batch (NvInfer.h, IInt8Calibrator::getBatchSize). Feeding 8 images to a batch-1 input would
     calibrate on the first image of each batch.
     """

@@ -11,7 +11,7 @@ an INT8 calibration cache per model, calibrator, TensorRT version and device, an
 the build log and the per-layer engine information (engine inspector, TensorRT >= 8.2).
 
 Everything that does not call TensorRT (naming, staleness, options, the report) is plain Python
-and tested without TensorRT; the TensorRT calls live in ``_build_serialized`` and ``_engine_layers``
+and tested without TensorRT; the TensorRT calls live in ``build_serialized`` and ``_engine_layers``
 (and ``build_log.make_trt_logger``), and are type-checked against the TensorRT 10 stubs.
 Python 3.6-compatible; tensorrt and pycuda are imported lazily.
 """
@@ -101,12 +101,15 @@ def _new_timing_cache(config):
     return cache
 
 
-def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator, trt_logger,
-                      check_callbacks=None):
+def build_serialized(onnx_path, options, record, timing_cache_path, calibrator, trt_logger,
+                     check_callbacks=None):
     """Parse ``onnx_path`` and build a serialized engine. Returns (engine bytes, info dict).
 
-    ``check_callbacks()`` raises what a Python callback (logger, calibrator) recorded during the
-    build; it runs as soon as TensorRT returns, before any generic "build failed" message.
+    ``timing_cache_path``: read before and written after the build; None builds without one (the
+    doctor's smoke test, which must not change the bundle). ``check_callbacks()`` raises what a
+    Python callback (logger, calibrator) recorded during the build; it runs as soon as TensorRT
+    returns, before any generic "build failed" message. Failures are EngineBuildError whose
+    ``step`` says "parse" or "build".
     """
     import tensorrt as trt
 
@@ -121,7 +124,8 @@ def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator,
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(
             "TensorRT could not parse {}: {}".format(os.path.basename(onnx_path), "; ".join(errors) or "no details"),
-            hint="check the bundle's opset against the target (python pipeline.py targets) and rebuild it")
+            hint="check the bundle's opset against the target (python pipeline.py targets) and rebuild it",
+            step="parse")
     config = builder.create_builder_config()
     info = collections.OrderedDict()
     info["workspace_api"] = set_workspace(trt, config, options.workspace_mib << 20)
@@ -149,7 +153,7 @@ def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator,
             if not config.set_calibration_profile(calib_profile):
                 raise EngineBuildError("TensorRT refused the calibration profile {} for {}".format(
                     calib, os.path.basename(onnx_path)), hint="try a smaller --calib-batch")
-    info["timing_cache"] = _load_timing_cache(config, timing_cache_path)
+    info["timing_cache"] = _load_timing_cache(config, timing_cache_path) if timing_cache_path else "none asked for"
     serialized = builder.build_serialized_network(network, config)
     if check_callbacks is not None:
         check_callbacks()
@@ -157,7 +161,7 @@ def _build_serialized(onnx_path, options, record, timing_cache_path, calibrator,
         raise EngineBuildError(
             "TensorRT failed to build an engine from {}".format(os.path.basename(onnx_path)),
             hint="see the build log in the bundle's reports/engines/; a larger --workspace may help")
-    if hasattr(config, "get_timing_cache"):
+    if timing_cache_path and hasattr(config, "get_timing_cache"):
         write_bytes(timing_cache_path, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized), info
 
@@ -239,7 +243,7 @@ def build_one(bundle, model, options, device, force=False, keep_verbose=False):
                     if stream is None:
                         stream = _CacheOnlyStream(calibration_batch(record, options))
                     calibrator, core = make_trt_calibrator(stream, cache)
-                serialized, info = _build_serialized(
+                serialized, info = build_serialized(
                     bundle.path(record["onnx"]["path"]), options, record,
                     bundle.path(timing_cache_relpath(device.tensorrt, device.name)), calibrator, trt_logger,
                     check_callbacks)

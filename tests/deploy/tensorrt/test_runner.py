@@ -196,7 +196,7 @@ def test_real_engine_matches_onnxruntime(tmp_path):
     options = engine_files.EngineOptions("fp32", 64, "entropy", 8, 1)
     record = {"input": {"name": "input", "shape": [1, 3, 4, 4]}}
     log = engines.BuildLog()
-    blob, _ = engines._build_serialized(onnx_path, options, record, str(tmp_path / "t.cache"), None,
+    blob, _ = engines.build_serialized(onnx_path, options, record, str(tmp_path / "t.cache"), None,
                                         engines.make_trt_logger(log))
     path = tmp_path / "tiny.engine"
     path.write_bytes(blob)
