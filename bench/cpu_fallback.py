@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.atomic import write_json, write_text  # noqa: E402
-from deploy.bench.protocol import make_input, measure_matmul_flops  # noqa: E402
+from deploy.bench.protocol import make_input, measure_matmul_flops, significant  # noqa: E402
 from deploy.bench.stats import BOOTSTRAP_RESAMPLES, claim, ratio_dict, ratio_with_ci  # noqa: E402
 from deploy.bench.stats import summarize as summarize_latencies  # noqa: E402
 from deploy.cpu_isa import choice_record, choose_cpu_precision, isa_summary, local_cpu_isa  # noqa: E402
@@ -356,7 +356,7 @@ def summarize(timings, floors, precisions):
                 ("median_ms", round(st.median, 3)), ("mean_ms", round(st.mean, 3)),
                 ("min_ms", round(st.min, 3)), ("p90_ms", round(st.p90, 3)),
                 ("cov", round(st.cov, 4)), ("n", st.count),
-                ("floor_share", round(floors[model] / st.median, 4) if floors.get(model) else None),
+                ("floor_share", significant(floors[model] / st.median) if floors.get(model) else None),
             ])
     return rows
 
@@ -367,7 +367,7 @@ def tables(rows, floors, variants, comparisons):
     body = []
     ok = True
     for model, r in rows.items():
-        line = [model, "{:.2f}".format(floors[model]) if floors.get(model) else "-"]
+        line = [model, "{:.3g}".format(floors[model]) if floors.get(model) else "-"]
         line += ["{:.2f} {}".format(r[v]["median_ms"], r[v]["precision"]) if v in r else "-" for v in present]
         goal = [est for a, b, _, est in comparisons.get(model, []) if (a, b) == (REFERENCE, TUNED)]
         if goal:
@@ -471,7 +471,7 @@ def main(argv=None):
                        "when the interval excludes 1".format(BOOTSTRAP_RESAMPLES))])),
         ("cpu_isa", choice_record(best, isa)),
         ("variants", described), ("skipped", skipped),
-        ("macs", macs), ("floor_ms", {m: round(v, 3) for m, v in floors.items()}),
+        ("macs", macs), ("floor_ms", {m: significant(v) for m, v in floors.items()}),
         ("results", rows),
         ("comparisons", collections.OrderedDict(
             (m, [collections.OrderedDict([("a", a), ("b", b), ("meaning", meaning)] + list(ratio_dict(est).items()))

@@ -203,6 +203,11 @@ def measure_matmul_flops(n=1024, repeats=10, threads=None):
     return 2.0 * n * n * n / best
 
 
+def significant(value, digits=4):
+    """``value`` rounded to ``digits`` significant figures (never to 0.0 for a small positive value)."""
+    return float("{:.{}g}".format(value, digits))
+
+
 def compute_floor_ms(macs, batch, flops_per_s):
     if not macs or not flops_per_s:
         return None
@@ -523,8 +528,9 @@ def _result(plan, backend, precision, protocol, timed, settings, flops, sampler,
     r["published"] = published
     floor = compute_floor_ms(macs, protocol.batch, flops)
     if floor:
-        r["compute_floor_ms"] = round(floor, 3)
-        r["floor_share"] = round(floor / summary.median, 4)   # floor / median: 1.0 = at GEMM speed
+        # significant figures, not decimals: a tiny model on a fast CPU has a floor well under 1 us
+        r["compute_floor_ms"] = significant(floor)
+        r["floor_share"] = significant(floor / summary.median)   # floor / median: 1.0 = at GEMM speed
     r["power"] = None
     if sampler is not None:
         from deploy.bench.tegrastats import energy_per_inference_mj

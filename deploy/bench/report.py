@@ -81,7 +81,8 @@ def latency_rows(results, markdown=False):
             p = r.get("power") or {}
             row += [_fmt(p.get("average_w")), _fmt(p.get("mj_per_inference"), 1)]
         if has_floor:
-            row += [_fmt(r.get("compute_floor_ms")),
+            floor = r.get("compute_floor_ms")
+            row += ["-" if floor is None else "{:.3g}".format(floor),
                     "{:.0f}%".format(r["floor_share"] * 100.0) if r.get("floor_share") else "-"]
         rows.append(row)
     return headers, rows

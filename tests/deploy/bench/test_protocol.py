@@ -135,6 +135,24 @@ def test_cli_fallback_end_to_end(bundle, no_tensorrt, capsys):
     assert not [f for f in os.listdir(reports) if f.endswith(".tmp")]
 
 
+def test_compute_floor_is_kept_on_a_very_fast_cpu(bundle, no_tensorrt, capsys, monkeypatch):
+    # CI once ran on a CPU fast enough that the tiny model's floor rounded to 0.000 ms at 3 decimals
+    monkeypatch.setattr(bench, "measure_matmul_flops", lambda *a, **k: 5e13)
+    code, _, err = _run(["-q", "bench", bundle, "--iterations", "2", "--warmup", "0", "--size", "32", "--no-png"],
+                        capsys)
+    assert code == 0, err
+    for r in json.load(open(os.path.join(bundle, "reports", "bench.json")))["results"]:
+        expected = 2.0 * r["macs"] / 5e13 * 1000.0
+        assert r["compute_floor_ms"] == pytest.approx(expected, rel=1e-3)
+        assert r["floor_share"] == pytest.approx(expected / r["latency_ms"]["median"], rel=1e-2)
+
+
+def test_significant_figures():
+    assert bench.significant(0.000123456) == 0.0001235
+    assert bench.significant(1234567.0) == 1235000.0
+    assert bench.significant(2.5e-9, digits=2) == 2.5e-9
+
+
 def test_size_defaults_to_the_bundles(bundle, no_tensorrt, capsys):
     code, _, err = _run(["-q", "bench", bundle, "--iterations", "2", "--warmup", "0", "--no-png"], capsys)
     assert code == 0, err
