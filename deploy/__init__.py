@@ -5,9 +5,10 @@ runner), runners/ (the runner contract; ONNX Runtime with its graph rewrites, Op
 bench/ (protocol, statistics, reports, tegrastats, end-to-end), device/ (doctor, smoke tests,
 device-run) and predict/ (the Classifier API, decoders, predict's runs).
 
-deploy/ imports no host package (models, export, calibration, analysis): pipeline.py passes the
-host's parts in where a command uses them; tests/test_imports.py checks it. Everything in this package is Python 3.6 syntax and imports tensorrt, pycuda, onnxruntime and
-torch lazily, so it runs on a Jetson Nano (JetPack 4.6) as well as on the host.
+deploy/ imports no host package (models, export, calibration, analysis): the CLI (cli/) passes the
+host's parts in where a command uses them; tests/test_imports.py checks it. Everything in this
+package is Python 3.6 syntax and imports tensorrt, pycuda, onnxruntime and torch lazily, so it runs
+on a Jetson Nano (JetPack 4.6) as well as on the host.
 """
 
 

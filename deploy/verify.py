@@ -99,12 +99,12 @@ def label_index(label, labels, num_classes):
 # stages
 # ------------------------------------------------------------------------------------------------
 NO_TORCH_NOTE = ("PyTorch stages skipped: torch or the model zoo is not available here (the device has "
-                 "neither; on the host pipeline.py passes them in)")
+                 "neither; on the host the CLI passes them in)")
 
 
 def torch_stages(record, name, make=None):
     """PyTorch stages (eager, BN-folded) from ``make(record, name)``, the host's maker that
-    ``pipeline.py`` passes in (calibration.torch_stages); none without it. -> (stages, notes).
+    the CLI (cli/verify.py) passes in (calibration.torch_stages); none without it. -> (stages, notes).
 
     Injected rather than imported: deploy/ is device code and must not import a host package."""
     if make is None:
@@ -402,7 +402,7 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                   openvino=False, make_torch_stages=None, generic_images=None):
     """Verify every model of ``bundle`` (or ``names``); write reports/verify.json and .md; return the report.
 
-    The host's parts, passed in by ``pipeline.py`` (deploy/ imports no host package):
+    The host's parts, passed in by the CLI (cli/verify.py; deploy/ imports no host package):
     ``make_torch_stages(record, name)`` (see ``torch_stages``) and ``generic_images(count)``, the
     unlabelled sample photographs used without ``images_dir`` (calibration.images.generic_verify_images)."""
     names = list(names or bundle.require_models())

@@ -40,7 +40,7 @@ DEVICE_TESTS = [
 ]
 
 # What the copy needs (no .git, no build outputs). .cache holds the TensorRT 10 stubs.
-COPY = ["deploy", "tests", "scripts", "typings", "models", "export", "bench", "analysis", "calibration",
+COPY = ["cli", "deploy", "tests", "scripts", "typings", "models", "export", "bench", "analysis", "calibration",
         "pipeline.py", "pyproject.toml", ".cache/tensorrt-stubs"]
 
 Mutant = collections.namedtuple("Mutant", ["id", "path", "old", "new", "what"])

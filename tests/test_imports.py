@@ -1,5 +1,7 @@
 """The project's import graph, read from the source with ``ast`` (nothing is imported): no circles,
-device code (deploy/) imports no host package, and deploy/ imports its runtimes lazily.
+device code (deploy/) imports no host package, deploy/ imports its runtimes lazily, and the CLI
+(pipeline.py and cli/, which run on the device too) imports host packages and runtimes only inside
+the commands that need them.
 
 Every ``import``/``from ... import`` counts, at module level and inside functions, plus
 ``importlib.import_module("literal")``. An edge goes to the most specific project module named
@@ -188,6 +190,17 @@ def eager_runtime_imports_in_deploy(raw):
             for name, line, eager in names if eager and name.split(".")[0] in LAZY_RUNTIMES]
 
 
+def _in_cli(module):
+    return module in ("pipeline", "cli") or module.startswith("cli.")
+
+
+def eager_imports_in_cli(raw):
+    """pipeline.py and cli/ at import time: the device's Python 3.6 without torch or runtimes must import them."""
+    return ["{}:{} imports {} at import time".format(module, line, name)
+            for module, names in sorted(raw.items()) if _in_cli(module)
+            for name, line, eager in names if eager and name.split(".")[0] in HOST_PACKAGES | LAZY_RUNTIMES]
+
+
 def _describe(circle, edges):
     return " <-> ".join(circle) + "  (" + "; ".join(
         "{} -> {} line {}".format(a, b, edges[a][b]) for a in circle for b in circle if b in edges.get(a, {})) + ")"
@@ -209,6 +222,12 @@ def test_device_code_imports_no_host_package():
 def test_device_code_imports_its_runtimes_lazily():
     _, raw = import_graph(ROOT)
     assert not eager_runtime_imports_in_deploy(raw), "\n".join(eager_runtime_imports_in_deploy(raw))
+
+
+def test_the_cli_imports_host_packages_and_runtimes_only_in_its_commands():
+    _, raw = import_graph(ROOT)
+    assert "cli.build" in raw and any(name.startswith("export.") for name, _, _ in raw["cli.build"])
+    assert not eager_imports_in_cli(raw), "\n".join(eager_imports_in_cli(raw))
 
 
 # -- the checker itself, on small synthetic projects -------------------------------------------------
@@ -250,6 +269,10 @@ def test_checker_finds_host_imports_and_eager_runtimes_in_deploy(tmp_path):
         "deploy/runners/eager_torch.py": "import torch\n",
         "deploy/runners/class_body.py": "class A:\n    import calibration.images\n",
         "export/uses_deploy.py": "import torch\nfrom deploy import bad\n",             # host code may
+        "cli/__init__.py": "",
+        "cli/build.py": "from deploy import bad\n\ndef run_build(args):\n    from export import build\n",
+        "cli/eager.py": "import export.build\nimport onnx\n",
+        "pipeline.py": "from cli import build\nimport models\n",
     })
     _, raw = import_graph(str(tmp_path))
     assert host_imports_in_deploy(raw) == [
@@ -259,3 +282,6 @@ def test_checker_finds_host_imports_and_eager_runtimes_in_deploy(tmp_path):
     ]
     assert eager_runtime_imports_in_deploy(raw) == ["deploy.eager:1 imports onnxruntime at import time",
                                                     "deploy.runners.eager_torch:1 imports torch at import time"]
+    assert eager_imports_in_cli(raw) == ["cli.eager:1 imports export.build at import time",
+                                         "cli.eager:2 imports onnx at import time",
+                                         "pipeline:2 imports models at import time"]

@@ -361,7 +361,7 @@ def _requested_shape(name, input_rec, protocol, backend):
 
 
 def make_runner(backend, plan, precision, protocol, device="cpu", optimized_model_dir=None, model_zoo=None):
-    """The runner of ``plan``; ``model_zoo`` (the host's ``models`` package, passed in by pipeline.py)
+    """The runner of ``plan``; ``model_zoo`` (the host's ``models`` package, passed in by cli/bench.py)
     re-creates the model for the torch backend."""
     if backend == "onnxruntime":
         from deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
@@ -433,7 +433,7 @@ def run_bench(protocol, backend_choice, bundle=None, names=None, device="cpu", p
               optimized_model_dir=None, power=True, floor=True, model_zoo=None):
     """Benchmark every model; returns (results list, extras dict). Writes nothing.
 
-    ``model_zoo``: the host's ``models`` package (pipeline.py passes it where it imports; deploy/ never
+    ``model_zoo``: the host's ``models`` package (cli/bench.py passes it where it imports; deploy/ never
     imports it), for the torch backend's models and the published figures of the model cards."""
     from deploy.bench.tegrastats import TegrastatsSampler, tegrastats_available
     from deploy.environment import physical_cores

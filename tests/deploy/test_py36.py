@@ -8,7 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Imported lazily (inside functions) by pipeline.py and deploy/: a Jetson has no torch/onnx, and
+# Imported lazily (inside functions) by pipeline.py, cli/ and deploy/: a Jetson has no torch/onnx, and
 # tensorrt/pycuda/onnxruntime/matplotlib/PIL must not be needed just to import the CLI.
 BLOCKED = ["torch", "torchvision", "onnx", "onnxsim", "onnxscript", "onnxruntime", "tensorrt", "pycuda",
            "matplotlib", "PIL"]
@@ -22,8 +22,8 @@ def _vermin(*paths):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
 
 
-def test_pipeline_and_deploy_are_python36():
-    proc = _vermin("pipeline.py", "deploy")
+def test_pipeline_cli_and_deploy_are_python36():
+    proc = _vermin("pipeline.py", "cli", "deploy")
     assert proc.returncode == 0, proc.stdout
 
 
@@ -51,11 +51,12 @@ IMPORT_ALL = textwrap.dedent("""
         if name.split(".")[0] in BLOCKED:
             del sys.modules[name]
 
-    import deploy, pipeline
+    import cli, deploy, pipeline
     names = ["pipeline"]
-    for info in pkgutil.walk_packages(deploy.__path__, "deploy."):
-        importlib.import_module(info.name)
-        names.append(info.name)
+    for package in (cli, deploy):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
+            names.append(info.name)
     sys.argv = ["pipeline.py", "targets"]
     code = pipeline.main(["targets"])
     assert code == 0, code
@@ -66,7 +67,7 @@ IMPORT_ALL = textwrap.dedent("""
 """)
 
 
-def test_pipeline_and_deploy_import_without_host_or_gpu_packages():
+def test_pipeline_cli_and_deploy_import_without_host_or_gpu_packages():
     proc = subprocess.run([sys.executable, "-c", IMPORT_ALL.format(blocked=BLOCKED)], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert proc.returncode == 0, proc.stdout

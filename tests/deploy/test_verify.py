@@ -212,9 +212,11 @@ def test_without_the_host_parts_the_generic_set_is_a_one_line_usage_error(bundle
         verify_bundle(bundle, count=2, progress=False)
 
 
-def test_pipeline_passes_the_host_parts_it_can_import(monkeypatch):
+def test_the_cli_passes_the_host_parts_it_can_import(monkeypatch):
     import sys
 
-    assert pipeline._verify_host_parts() == (torch_stages, generic_verify_images)
+    from cli import verify as cli_verify
+
+    assert cli_verify.host_parts() == (torch_stages, generic_verify_images)
     monkeypatch.setitem(sys.modules, "calibration.torch_stages", None)   # as on a host without the package
-    assert pipeline._verify_host_parts() == (None, generic_verify_images)
+    assert cli_verify.host_parts() == (None, generic_verify_images)

@@ -114,14 +114,16 @@ def test_a_full_disk_during_build_keeps_the_bundle_as_it_was(tmp_path, monkeypat
 
 @pytest.mark.parametrize("command", [["models"], ["build", "--models", "mobilenetv2", "--size", "32"], ["analyze"]])
 def test_host_commands_in_the_device_layout(tmp_path, command):
-    """On the device only pipeline.py, deploy/ and scripts/ are copied (docs/device.md): no models/, export/, torch."""
+    """On the device only pipeline.py, cli/, deploy/ and scripts/ are copied (docs/device.md): no models/, export/,
+    torch."""
     shutil.copy(os.path.join(ROOT, "pipeline.py"), str(tmp_path))
+    shutil.copytree(os.path.join(ROOT, "cli"), str(tmp_path / "cli"))
     shutil.copytree(os.path.join(ROOT, "deploy"), str(tmp_path / "deploy"))
     proc = subprocess.run([sys.executable, "pipeline.py"] + command, cwd=str(tmp_path), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "runs on the host" in proc.stderr and "fix:" in proc.stderr
-    assert sorted(os.listdir(str(tmp_path))) == ["deploy", "pipeline.py"]
+    assert sorted(os.listdir(str(tmp_path))) == ["cli", "deploy", "pipeline.py"]
 
 
 @pytest.mark.parametrize("raised, expected", [

@@ -137,10 +137,12 @@ def test_cli_exits_1_and_prints_the_fix_when_a_required_check_fails(tmp_path, ca
 
 
 def test_marks_fall_back_to_words_where_the_terminal_is_ascii(monkeypatch):
+    from cli import doctor as cli_doctor
+
     class Ascii(object):
         encoding = "ascii"
     monkeypatch.setattr(sys, "stdout", Ascii())
-    assert pipeline._mark("ok") == "ok" and pipeline._mark("fail") == "FAIL"
+    assert cli_doctor.mark("ok") == "ok" and cli_doctor.mark("fail") == "FAIL"
 
 
 @pytest.mark.parametrize("version, status", [("8.2.1.8", doctor.OK), ("10.13.0.35", doctor.OK),

@@ -1,9 +1,10 @@
-"""`pipeline.py engines` and the end of `build` (_engines_after_build), with and without (fake) TensorRT."""
+"""`pipeline.py engines` and the end of `build` (cli.engines.engines_after_build), with and without (fake) TensorRT."""
 import os
 
 import pytest
 
 import pipeline
+from cli.engines import engines_after_build
 from tests.deploy import pycuda_fakes, trt_fakes
 
 
@@ -41,10 +42,10 @@ def test_engines_with_fake_tensorrt_prints_the_table(tmp_path, monkeypatch, caps
 def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monkeypatch, capsys):
     trt_fakes.install(monkeypatch, None, None)
     bundle = trt_fakes.make_bundle(tmp_path / "b")
-    assert pipeline._engines_after_build(None, bundle.root, "best") == 0
+    assert engines_after_build(None, bundle.root, "best") == 0
     out = capsys.readouterr().out
     assert "TensorRT is not available here" in out
-    assert "rsync -a pipeline.py deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/" in out
+    assert "rsync -a pipeline.py cli deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/" in out
     assert "sh scripts/setup-jetson.sh" in out and "pipeline.py device-run" in out
     assert "rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/build/b/".format(bundle.root) in out
     assert "python3 pipeline.py engines build/b --precision fp16" in out
@@ -54,12 +55,12 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
 def test_after_build_with_tensorrt_builds_the_engines(tmp_path, monkeypatch, capsys):
     trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("10"), pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b")
-    assert pipeline._engines_after_build(None, bundle.root, "fp16") == 0
+    assert engines_after_build(None, bundle.root, "fp16") == 0
     assert "TensorRT imports here" in capsys.readouterr().out
     assert [f for f in os.listdir(bundle.path("engines")) if f.endswith(".engine")]
 
 
 def test_after_build_for_cpu_target_does_nothing(tmp_path, capsys):
     bundle = trt_fakes.make_bundle(tmp_path / "b", target_name="cpu")
-    assert pipeline._engines_after_build(None, bundle.root, "fp32") == 0
+    assert engines_after_build(None, bundle.root, "fp32") == 0
     assert capsys.readouterr().out == "" and not os.path.exists(bundle.path("trtexec.sh"))

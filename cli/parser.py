@@ -1,0 +1,28 @@
+"""The argument parser: the global options, and one sub-command per ``add_parsers`` of a command module."""
+import argparse
+
+from cli.common import EXIT_USAGE
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line message, as the rest of the CLI does."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, "{}: error: {}\n".format(self.prog, message))
+
+
+def make_parser(command_modules):
+    """``pipeline.py``'s parser with the commands of ``command_modules`` (each has ``add_parsers(sub)``)."""
+    parser = UsageParser(
+        prog="pipeline.py",
+        description="HarDNet edge deployment pipeline: PyTorch -> BN-folded ONNX bundle -> "
+                    "TensorRT engines / ONNX Runtime on the device -> benchmark.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="debug log output (the default shows progress and stage logs)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
+    sub.required = True
+    for module in command_modules:
+        module.add_parsers(sub)
+    return parser
