@@ -76,6 +76,7 @@ def _analyze_sources(args):
 def run_analyze(args):
     from analysis.report import analyze_model, check_outputs, format_console, write_reports
     from analysis.roofline import get_hardware
+    from deploy.bundle import writer_lock
     from deploy.targets import get_target
 
     get_target(args.target)  # unknown target names fail here, with the list
@@ -89,7 +90,10 @@ def run_analyze(args):
     if out_dir is None and args.source and not args.source.endswith(".onnx"):
         out_dir = os.path.join(args.source, "reports")
     command = "python pipeline.py " + " ".join(sys.argv[1:]) if "analyze" in sys.argv[1:] else ""
-    for path in write_reports(analyses, hw, json_path=args.json_path, out_dir=out_dir, command=command,
-                              plots=not args.no_plots):
+    into_bundle = bool(args.source) and not args.source.endswith(".onnx") and args.out is None
+    with writer_lock(args.source if into_bundle else None, "pipeline.py analyze", create=False):
+        written = write_reports(analyses, hw, json_path=args.json_path, out_dir=out_dir, command=command,
+                                plots=not args.no_plots)
+    for path in written:
         print("wrote {}".format(path))
     return EXIT_OK

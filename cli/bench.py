@@ -71,7 +71,7 @@ def _bench_bundle_dir(args):
 def run_bench(args):
     from deploy.bench import protocol as bench
     from deploy.bench.report import build_report, check_report_dir, render_console, write_reports
-    from deploy.bundle import Bundle
+    from deploy.bundle import Bundle, writer_lock
     from deploy.environment import collect_environment
 
     choice = bench.choose_backend(args.backend)
@@ -111,19 +111,22 @@ def run_bench(args):
             raise UsageError("--e2e needs a bundle", hint="python pipeline.py bench BUNDLE --e2e --images DIR")
         e2e_paths = image_paths(args.images)
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
-    env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
-    results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
-                                      progress=not args.quiet, optimized_model_dir=cache, model_zoo=model_zoo())
-    env["precision"], env["threads"] = extras["precision"], extras["threads"]
-    if e2e_paths is not None:
-        from deploy.bench.e2e import run_e2e
+    # bench writes into the bundle (its reports, ONNX Runtime's graph cache), and must not time
+    # models that a build is replacing: it holds the writer lock
+    with writer_lock(bundle.root if bundle is not None else None, "pipeline.py bench", create=False):
+        env = collect_environment(backend=choice.name)  # before the run: the load average is other programs'
+        results, extras = bench.run_bench(protocol, choice, bundle=bundle, names=names, device=device,
+                                          progress=not args.quiet, optimized_model_dir=cache, model_zoo=model_zoo())
+        env["precision"], env["threads"] = extras["precision"], extras["threads"]
+        if e2e_paths is not None:
+            from deploy.bench.e2e import run_e2e
 
-        e2e = run_e2e(bundle, names, e2e_paths, protocol.iterations, protocol.warmup, choice.name,
-                      precision=args.precision, threads=args.threads)
-        for result in results:
-            result["e2e"] = e2e.get(result["model"])
-    report = build_report(env, protocol, results, extras)
-    paths = write_reports(out_dir, report, png=not args.no_png)
+            e2e = run_e2e(bundle, names, e2e_paths, protocol.iterations, protocol.warmup, choice.name,
+                          precision=args.precision, threads=args.threads)
+            for result in results:
+                result["e2e"] = e2e.get(result["model"])
+        report = build_report(env, protocol, results, extras)
+        paths = write_reports(out_dir, report, png=not args.no_png)
     print(render_console(report))
     print("wrote " + ", ".join(paths.values()))
     return EXIT_OK

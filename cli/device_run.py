@@ -32,7 +32,7 @@ def add_parsers(sub):
 
 
 def run_device_run(args):
-    from deploy.bundle import Bundle
+    from deploy.bundle import Bundle, writer_lock
     from deploy.device import device_run
     from deploy.environment import collect_environment
     from deploy.errors import PipelineError
@@ -70,12 +70,14 @@ def run_device_run(args):
             stopped = PipelineError("device-run stopped at {}: {}".format(step, exc), hint=exc.hint)
             stopped.exit_code = exc.exit_code
             raise stopped from exc
-        device_run.record_step(bundle, state, step, device_run.step_key(
-            bundle, precision, args.images if step == "verify" else args.iterations))
+        with writer_lock(bundle.root, "pipeline.py device-run", create=False):   # each step took it too
+            device_run.record_step(bundle, state, step, device_run.step_key(
+                bundle, precision, args.images if step == "verify" else args.iterations))
         done.append((step, "ran"))
     env = collect_environment(backend="tensorrt", precision=precision)
     board = (env.get("jetson") or {}).get("board") or env.get("hostname")
-    archive, members = device_run.write_archive(bundle, env, board)
+    with writer_lock(bundle.root, "pipeline.py device-run", create=False):
+        archive, members = device_run.write_archive(bundle, env, board)
     done.append(("archive", "{} files".format(len(members))))
     from deploy.tables import format_table
 

@@ -40,9 +40,12 @@ def _print_check(check):
 
 
 def run_doctor(bundle_dir):
+    from deploy.bundle import writer_lock
     from deploy.device.doctor import run_doctor
 
-    report = run_doctor(bundle_dir, progress=_print_check)
+    # doctor writes reports/doctor.json into the bundle; a folder that is not a bundle runs unlocked
+    with writer_lock(bundle_dir or None, "pipeline.py doctor", create=False):
+        report = run_doctor(bundle_dir, progress=_print_check)
     failed = [c for c in report["checks"] if c["required"] and c["status"] == "fail"]
     summary = "doctor: {} on the {} ({:.1f} s)".format(
         "ready" if report["ok"] else "NOT ready: " + ", ".join(c["name"] for c in failed), report["role"],

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import time
 
 from deploy.atomic import sha256_file, write_json
@@ -265,6 +266,36 @@ def _check_manifest_shape(manifest, path):
                 raise BundleError("{} ({} in {})".format(exc, name, path), hint=exc.hint) from exc
 
 
+def _open_lock_file(root):
+    """``root/.lock`` opened for reading and writing, made if missing; None where it cannot be made.
+
+    The lock file is truncated and written, so it must be ours: a symbolic link or a hard link (a
+    name for someone else's file) would have that file overwritten, and a folder or FIFO in its place
+    would leave the command unlocked. Those are refused with the fix instead.
+    """
+    path = os.path.join(root, LOCK_NAME)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    hint = "remove {} (it only marks a bundle being written) and run the command again".format(path)
+    if os.path.islink(path):
+        raise BundleError("{} is a symbolic link: the writer lock would overwrite the file it points to".format(path),
+                          hint=hint)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+            raise BundleError("{} is not a regular file: the writer lock cannot be held".format(path),
+                              hint=hint) from None
+        LOG.debug("no writer lock on %s (%s)", root, exc)
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else \
+            "a hard link ({} names): the writer lock would overwrite a file shared with another name".format(info.st_nlink)
+        raise BundleError("{} is {}".format(path, what), hint=hint)
+    return os.fdopen(fd, "r+")
+
+
 @contextlib.contextmanager
 def writer_lock(root, command, create=True):
     """Hold ``root/.lock`` exclusively while ``command`` writes the bundle.
@@ -275,7 +306,11 @@ def writer_lock(root, command, create=True):
     the folder locked. ``create``: make a missing folder (and remove it again if the command left
     nothing in it); otherwise a folder that is not a bundle runs unlocked and the command reports it. Where
     flock is missing, or the folder cannot be made, the command runs unlocked (its own checks say why).
+    ``root`` None: no bundle, nothing to lock.
     """
+    if root is None:
+        yield
+        return
     root = str(root)
     try:
         import fcntl
@@ -289,9 +324,12 @@ def writer_lock(root, command, create=True):
             # not a bundle (or none there): no lock file is made in someone else's folder
             raise OSError("no bundle at {}".format(root))
         os.makedirs(root, exist_ok=True)
-        handle = open(os.path.join(root, LOCK_NAME), "a+")
     except OSError as exc:
         LOG.debug("no writer lock on %s (%s)", root, exc)
+        yield
+        return
+    handle = _open_lock_file(root)
+    if handle is None:   # a read-only folder: the command's own writes fail and say why
         yield
         return
     try:
