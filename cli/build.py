@@ -1,4 +1,6 @@
 """`build` (host): zoo model -> BN folded -> ONNX -> onnxsim -> parity -> bundle; INT8 calibration."""
+import shlex
+
 from cli.engines import engines_after_build
 from deploy.errors import UsageError
 
@@ -155,9 +157,10 @@ def run_build(args):
     # bundle to the device and build them there; the benchmark is the step after that.
     code = engines_after_build(args, out_dir, precision)
     if target.backend == "tensorrt":
-        print("then benchmark, on the device: python3 pipeline.py bench {}".format(out_dir))
+        print("then benchmark, on the device: python3 pipeline.py bench {}".format(shlex.quote(out_dir)))
     elif precision == "bf16":
-        print("next: python pipeline.py bench {} --backend openvino --precision bf16".format(out_dir))
+        print("next: python pipeline.py bench {} --backend openvino --precision bf16".format(shlex.quote(out_dir)))
     else:
-        print("next: python pipeline.py bench {}{}".format(out_dir, " --precision int8" if precision == "int8" else ""))
+        print("next: python pipeline.py bench {}{}".format(shlex.quote(out_dir),
+                                                           " --precision int8" if precision == "int8" else ""))
     return code

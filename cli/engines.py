@@ -1,5 +1,6 @@
 """`engines` (device): TensorRT engines from a bundle; also the end of `build` (engines here, or how to build them there)."""
 import os
+import shlex
 
 from cli.common import EXIT_OK
 
@@ -26,19 +27,21 @@ def engines_after_build(args, bundle_dir, precision):
         return EXIT_OK
     here = bundle_dir.rstrip("/" + os.sep) or bundle_dir
     there = "build/{}".format(os.path.basename(os.path.abspath(here)))
+    # the commands below are for copying into a shell: quote the paths ('my bundle', a '$' in a name)
+    q_here, q_there, q_remote = shlex.quote(here + "/"), shlex.quote(there), shlex.quote("hardnet/" + there + "/")
     print("TensorRT is not available here, so the engines are built on the device "
           "(engines are specific to the GPU and TensorRT version that build them):")
     print("  1. copy the code and the bundle to the device:")
     print("       rsync -a pipeline.py cli deploy scripts requirements-jetson.txt USER@DEVICE:hardnet/")
     # the excludes: a killed writer's temporary files and the writer lock are not part of the bundle
-    print("       rsync -a --exclude '.*.tmp' --exclude .lock {}/ USER@DEVICE:hardnet/{}/".format(here, there))
+    print("       rsync -a --exclude '.*.tmp' --exclude .lock {} USER@DEVICE:{}".format(q_here, q_remote))
     print("     (or scp -r the same, after: ssh USER@DEVICE mkdir -p hardnet/build)")
     print("  2. on the device, set up once (installs what is missing, then checks with `doctor`):")
-    print("       cd hardnet && sh scripts/setup-jetson.sh {}".format(there))
+    print("       cd hardnet && sh scripts/setup-jetson.sh {}".format(q_there))
     print("  3. then engines, benchmark and one archive of the reports to send back:")
-    print("       python3 pipeline.py device-run {} --precision {}".format(there, concrete))
+    print("       python3 pipeline.py device-run {} --precision {}".format(q_there, concrete))
     print("     (or step by step: python3 pipeline.py engines {} --precision {}, then bench)".format(
-        there, concrete))
+        q_there, concrete))
     print("  trtexec equivalents, for use without the Python bindings: {}".format(script))
     return EXIT_OK
 

@@ -52,6 +52,19 @@ def test_after_build_without_tensorrt_prints_the_device_commands(tmp_path, monke
     assert os.path.isfile(bundle.path("trtexec.sh"))
 
 
+def test_the_printed_device_commands_quote_an_awkward_bundle_path(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    trt_fakes.install(monkeypatch, None, None)
+    bundle = trt_fakes.make_bundle(tmp_path / "my $HOME bundle")
+    assert engines_after_build(None, bundle.root, "fp16") == 0
+    commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()
+                if line.strip().startswith(("rsync -a --exclude", "python3 pipeline.py device-run"))]
+    assert len(commands) == 2   # each parses back, as a shell would, to the very paths
+    assert commands[0][-2:] == [bundle.root + "/", "USER@DEVICE:hardnet/build/my $HOME bundle/"]
+    assert commands[1][:4] == ["python3", "pipeline.py", "device-run", "build/my $HOME bundle"]
+
+
 def test_after_build_with_tensorrt_builds_the_engines(tmp_path, monkeypatch, capsys):
     trt_fakes.install(monkeypatch, trt_fakes.make_fake_trt("10"), pycuda_fakes.make_fake_pycuda())
     bundle = trt_fakes.make_bundle(tmp_path / "b")
