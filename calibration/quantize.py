@@ -133,7 +133,8 @@ def quantize_onnx(fp32_path: str, int8_path: str, array: np.ndarray, method: str
     session = ort.InferenceSession(fp32_path, providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise ExportError(f"{fp32_path} has {len(inputs)} inputs; INT8 calibration takes models with one image input")
+        raise ExportError(f"{fp32_path} has {len(inputs)} inputs; INT8 calibration takes models with one image input",
+                          hint="build this model with --precision fp32 or fp16")
     name, shape = inputs[0].name, inputs[0].shape
     del session
     check_calibration_batches(array.shape, array.dtype, shape, os.path.basename(fp32_path), "calibration data")

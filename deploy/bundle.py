@@ -15,7 +15,7 @@ import stat
 import time
 
 from deploy.atomic import sha256_file, write_json
-from deploy.errors import BundleError
+from deploy.errors import BundleError, ModelNotInBundleError
 
 LOG = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Bundle(object):
         # type: (str) -> dict
         models = self.manifest.get("models", {})
         if name not in models:
-            raise BundleError(
+            raise ModelNotInBundleError(
                 "model {!r} is not in bundle {}".format(name, self.root),
                 hint="models in it: {}".format(", ".join(models) or "none"),
             )

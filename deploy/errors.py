@@ -42,6 +42,11 @@ class BundleError(PipelineError):
     """The bundle is missing, from another target, or does not match its manifest."""
 
 
+class ModelNotInBundleError(UsageError, BundleError):
+    """A model name given (--model, --models) that the bundle does not hold. Exit status 2, as any
+    bad name on the command line; still a BundleError for callers that catch those."""
+
+
 class WeightsError(PipelineError):
     """A checkpoint is missing, corrupt, unsafe or of another architecture."""
 

@@ -411,7 +411,7 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
         raise UsageError("not in bundle {}: {}".format(bundle.root, ", ".join(missing)),
                          hint="models in it: {}".format(", ".join(bundle.model_names()) or "none"))
     if count < 1:
-        raise UsageError("--count must be at least 1, not {}".format(count))
+        raise UsageError("--count must be at least 1, not {}".format(count), hint="e.g. --count 200 (the default)")
     if threads is not None and threads < 1:
         raise UsageError("--threads must be at least 1 (got {})".format(threads),
                          hint="leave it out for ONNX Runtime's default")

@@ -38,7 +38,7 @@ def run_e2e(bundle, names, paths, iterations, warmup, backend, precision=None, t
 
     if backend not in ("tensorrt", "onnxruntime", "openvino"):
         raise UsageError("--e2e runs the deployed model: use --backend tensorrt, onnxruntime or openvino, "
-                         "not {}".format(backend))
+                         "not {}".format(backend), hint="drop --backend torch, or leave --e2e out")
     out = collections.OrderedDict()
     for name in names:
         with open_classifier(bundle, name, backend=backend, precision=precision, threads=threads,

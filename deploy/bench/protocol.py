@@ -83,7 +83,8 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
         raise UsageError("--iterations must be at least 1 and at most {} (got {})".format(MAX_ITERATIONS, iterations),
                          hint="the authors' protocol times 500 iterations: --iterations 500")
     if warmup is not None and not 0 <= int(warmup) <= MAX_ITERATIONS:
-        raise UsageError("--warmup must be 0 or more, at most {} (got {})".format(MAX_ITERATIONS, warmup))
+        raise UsageError("--warmup must be 0 or more, at most {} (got {})".format(MAX_ITERATIONS, warmup),
+                         hint="leave it out for 10 % of --iterations (10 to 100)")
     if not 0 <= int(seed) <= MAX_SEED:
         raise UsageError("--seed must be from 0 to {} (got {})".format(MAX_SEED, seed),
                          hint="numpy's RandomState takes 32-bit seeds; the default is 0")
@@ -91,9 +92,11 @@ def make_protocol(iterations=DEFAULT_ITERATIONS, warmup=None, size=DEFAULT_SIZE,
         raise UsageError("the input side must be from 1 to {} pixels (got {}, from --size or the bundle's input "
                          "shape)".format(MAX_SIDE, size), hint="the protocol uses --size 320")
     if not 1 <= int(batch) <= MAX_BATCH:
-        raise UsageError("--batch must be at least 1 and at most {} (got {})".format(MAX_BATCH, batch))
+        raise UsageError("--batch must be at least 1 and at most {} (got {})".format(MAX_BATCH, batch),
+                         hint="the authors' protocol uses --batch 1")
     if threads is not None and int(threads) < 1:
-        raise UsageError("--threads must be at least 1 (got {})".format(threads))
+        raise UsageError("--threads must be at least 1 (got {})".format(threads),
+                         hint="leave it out for one thread per physical core")
     return BenchProtocol(int(iterations), default_warmup(iterations) if warmup is None else int(warmup), int(size),
                          int(batch), int(seed), int(threads) if threads else None, precision, bool(spinning))
 
@@ -286,7 +289,7 @@ def resolve_bench_precision(backend, requested, bundle=None, device="cpu", isa=N
             return requested
         raise PrecisionUnsupportedError("the torch backend runs fp32 or fp16, not {}".format(requested),
                                         hint="use --precision fp32 on the CPU or fp16 on CUDA")
-    raise UsageError("unknown backend {!r}".format(backend))
+    raise UsageError("unknown backend {!r}".format(backend), hint="one of: tensorrt, onnxruntime, openvino, torch")
 
 
 def resolve_cpu_bench_precision(backend, requested, bundle=None, isa=None):
@@ -383,7 +386,7 @@ def make_runner(backend, plan, precision, protocol, device="cpu", optimized_mode
                                           hint="install TensorRT's Python bindings and pycuda, or use "
                                                "--backend onnxruntime") from exc
         return TensorRTRunner(plan.path, batch_size=protocol.batch)
-    raise UsageError("unknown backend {!r}".format(backend))
+    raise UsageError("unknown backend {!r}".format(backend), hint="one of: tensorrt, onnxruntime, openvino, torch")
 
 
 def activate_runner(runner, backend, plan):
@@ -396,7 +399,8 @@ def activate_runner(runner, backend, plan):
             raise PipelineError("TensorRT cannot load engine {}: {}".format(plan.path, str(exc).splitlines()[0]),
                                 hint="the engine is stale or from another device/TensorRT: rebuild it with "
                                      "python pipeline.py engines BUNDLE --force") from exc
-        raise PipelineError("{} cannot load {}: {}".format(backend, plan.path or plan.name, exc)) from exc
+        raise PipelineError("{} cannot load {}: {}".format(backend, plan.path or plan.name, exc),
+                        hint="rebuild the bundle on the host, or try another --backend") from exc
 
 
 # ------------------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ class Classifier(object):
         if self._runner is None:
             raise PipelineError("the classifier is not open", hint="use it as `with open_classifier(...) as clf:`")
         if int(topk) < 1:
-            raise UsageError("topk must be at least 1, not {}".format(topk))
+            raise UsageError("topk must be at least 1, not {}".format(topk), hint="e.g. topk=5")
         images = list(images)
         step = MAX_DYNAMIC_BATCH if self._dynamic else self._batch
         out = []

@@ -168,7 +168,8 @@ def video_record(classifier, kind, source, topk, max_frames=None, on_frame=None)
 def run_predict(classifier, items, topk=5, max_frames=None, on_record=None, on_frame=None):
     """Classify every InputItem; call ``on_record(record)`` as each finishes; return the records."""
     if max_frames is not None and int(max_frames) < 1:
-        raise UsageError("--max-frames must be at least 1, not {}".format(max_frames))
+        raise UsageError("--max-frames must be at least 1, not {}".format(max_frames),
+                         hint="leave it out to read the whole video, or e.g. --max-frames 100")
     records = []
     for item in items:
         if item.kind == "missing":

@@ -57,7 +57,8 @@ class OpenVinoRunner(Runner):
         CPUs with AVX512_BF16/AMX): only to show that default; what ran is still read back."""
         super(OpenVinoRunner, self).__init__()
         if precision not in PRECISION_HINTS:
-            raise UsageError("OpenVINO on the CPU runs {}, not {}".format(", ".join(sorted(PRECISION_HINTS)), precision))
+            raise UsageError("OpenVINO on the CPU runs {}, not {}".format(", ".join(sorted(PRECISION_HINTS)), precision),
+                             hint="--precision fp32, or best to choose from the CPU's flags")
         self.model_path = str(model_path)
         self.threads = int(threads) if threads else None
         self.hint = hint

@@ -179,7 +179,7 @@ class TorchRunner(Runner):
     def execute_timed(self):
         """CUDA only: (GPU compute ms from CUDA events, end-to-end host ms with both copies)."""
         if self.device != "cuda":
-            raise PipelineError("execute_timed needs the CUDA device")
+            raise PipelineError("execute_timed needs the CUDA device", hint="time CPU runs with infer(), or use --device cuda")
         torch = self._torch
         start, end = self._events
         t0 = time.perf_counter()

@@ -72,7 +72,8 @@ class CalibrationBatchStream(object):
                 hint="rebuild the bundle's calibration data on the host")
         batch_size = int(batch_size)
         if batch_size < 1:
-            raise CalibrationError("calibration batch size must be >= 1, not {}".format(batch_size))
+            raise CalibrationError("calibration batch size must be >= 1, not {}".format(batch_size),
+                                   hint="e.g. --calib-batch 8 (the default)")
         if data.shape[0] < batch_size:
             raise CalibrationError(
                 "calibration data {} has {} images, fewer than one batch of {}".format(
@@ -254,7 +255,8 @@ class CalibratorCore(object):
         try:
             if len(names) != 1:
                 raise CalibrationError(
-                    "the calibrator feeds one input; the network asks for {}".format(list(names)))
+                    "the calibrator feeds one input; the network asks for {}".format(list(names)),
+                    hint="calibrate a model with one image input, or build this one with --precision fp16")
             batch = self.stream.next_batch()
             if batch is None:
                 return None

@@ -246,7 +246,8 @@ class NamedTensorIO(object):
     def set_input_shape(self, context, tensor, shape):
         # type: (tensorrt.IExecutionContext, TensorIO, tuple) -> None
         if not context.set_input_shape(tensor.name, tuple(int(d) for d in shape)):  # trt>=8.5
-            raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
+            raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name),
+                                hint="use a batch within the engine's profile (engines --max-batch N rebuilds it)")
 
     def output_shape(self, context, tensor):
         # type: (tensorrt.IExecutionContext, TensorIO) -> tuple
@@ -294,7 +295,8 @@ class IndexedTensorIO(object):
     def set_input_shape(self, context, tensor, shape):
         # type: (tensorrt.IExecutionContext, TensorIO, tuple) -> None
         if not context.set_binding_shape(tensor.index, tuple(int(d) for d in shape)):  # trt<8.5
-            raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name))
+            raise PipelineError("TensorRT refused input shape {} for {!r}".format(tuple(shape), tensor.name),
+                                hint="use a batch within the engine's profile (engines --max-batch N rebuilds it)")
 
     def output_shape(self, context, tensor):
         # type: (tensorrt.IExecutionContext, TensorIO) -> tuple

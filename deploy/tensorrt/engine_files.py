@@ -72,7 +72,8 @@ def make_options(target, precision, workspace_mib=None, calibrator=DEFAULT_CALIB
                          hint="use --workspace 256 (MiB) or more; the {} default is {}".format(
                              target.name, target.workspace_mib))
     if max_batch < 1 or calib_batch < 1:
-        raise UsageError("batch sizes must be >= 1")
+        raise UsageError("batch sizes must be >= 1 (--calib-batch {}, --max-batch {})".format(calib_batch, max_batch),
+                         hint="leave them out for the defaults, or e.g. --calib-batch 8 --max-batch 1")
     return EngineOptions(precision, workspace, check_calibrator(calibrator), int(calib_batch), int(max_batch))
 
 

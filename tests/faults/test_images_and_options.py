@@ -85,12 +85,14 @@ def test_calibration_options_without_int8_are_refused(tmp_path, capsys, option):
     (["bench", "{root}", "--backend", "onnxruntime", "--threads", "0"], "--threads must be at least 1"),
     (["verify", "{root}", "--model", "nosuch"], "not in bundle"),
     (["bench", "{root}", "--backend", "onnxruntime", "--models", "nosuch"], "not in bundle"),
+    (["predict", "{root}", "x.jpg", "--model", "nosuch"], "not in bundle"),
+    (["analyze", "{root}", "--models", "nosuch", "--no-plots"], "not in bundle"),
 ])
 def test_commands_agree_on_bad_options(tmp_path, capsys, argv, expected):
     root = verify_bundle_dir(tmp_path / "b")
     before = hashes(tmp_path)
     code, err, _ = run(["-q"] + [a.format(root=root) for a in argv], capsys)
-    assert code == 2 and expected in err
+    assert code == 2 and expected in err and "(fix: " in err
     assert hashes(tmp_path) == before and sorted(os.listdir(str(tmp_path))) == ["b"]
 
 
