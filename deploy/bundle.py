@@ -14,7 +14,7 @@ import os
 import stat
 import time
 
-from deploy.atomic import sha256_file, write_json
+from deploy.atomic import json_bytes, sha256_file, write_files, write_json
 from deploy.errors import BundleError, ModelNotInBundleError
 
 LOG = logging.getLogger(__name__)
@@ -203,15 +203,19 @@ class Bundle(object):
                                       hint="rebuild the bundle with `python pipeline.py build`")
                 self.verify_file(entry["path"], entry.get("sha256"))
 
-    def update_manifest(self, change):
+    def update_manifest(self, change, with_files=None):
         """Read-modify-write: re-read the manifest from disk, apply ``change(manifest)``, save it.
 
         For commands that add to a bundle another command may have changed since they opened it
         (verify adds fidelity records while holding the writer lock): what they save is built on
-        the manifest as it is now, never on their stale copy."""
+        the manifest as it is now, never on their stale copy. ``with_files`` ({path: bytes}, e.g.
+        the reports the new records cite) are written with the manifest as one set: a full disk
+        leaves the old manifest and the old reports, never new reports beside an old manifest."""
         current = Bundle.open(self.root)
         change(current.manifest)
-        current.save()
+        files = collections.OrderedDict(with_files or {})
+        files[current.path(MANIFEST_NAME)] = json_bytes(current.manifest)
+        write_files(files)
         self.manifest = current.manifest
 
 

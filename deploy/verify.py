@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from deploy.atomic import json_bytes, write_files
+from deploy.atomic import json_bytes
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
 from deploy.preprocess import (
     ImageError,
@@ -449,9 +449,6 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                                                       ("accuracy", r.get("accuracy"))]))
                 for r in report["models"][name]["stages"])),
         ])
-    write_files({bundle.path(REPORT_JSON): json_bytes(report),
-                 bundle.path(REPORT_MD): markdown_report(report).encode("utf-8")})
-
     def add_fidelity(manifest):
         # Only onto the records verified: a model rebuilt meanwhile keeps its new record untouched.
         for name, entry in fidelity.items():
@@ -462,7 +459,9 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
                 LOG.warning("%s changed while it was verified: its fidelity is not recorded; run verify again",
                             name)
 
-    bundle.update_manifest(add_fidelity)
+    bundle.update_manifest(add_fidelity, with_files=collections.OrderedDict([
+        (bundle.path(REPORT_JSON), json_bytes(report)),
+        (bundle.path(REPORT_MD), markdown_report(report).encode("utf-8"))]))
     return report
 
 

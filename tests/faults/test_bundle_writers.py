@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture
 def no_torch_stages(monkeypatch):
     """verify's PyTorch stages re-create registry models: not needed for these tiny CNNs."""
-    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # pipeline.py passes it in
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # cli/verify.py passes it in
 
 
 # ------------------------------------------------------------------------------------------------

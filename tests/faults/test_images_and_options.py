@@ -37,7 +37,7 @@ def hostile_images(tmp_path):
 
 @pytest.fixture
 def no_torch_stages(monkeypatch):
-    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # pipeline.py passes it in
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))   # cli/verify.py passes it in
 
 
 # 7 + 8 ------------------------------------------------------------------------------------------
