@@ -42,6 +42,11 @@ def add_parsers(sub):
                    help="int8 only: folder of calibration images")
     p.add_argument("--calib-count", type=int, default=None, metavar="N",
                    help="int8 only: images to calibrate with (default 500)")
+    p.add_argument("--verify-images", default=None, metavar="DIR",
+                   help="pack a deterministic pick of this folder's images (one sub-folder per class) into the "
+                        "bundle, for verify and device-run on the device when no --images is given")
+    p.add_argument("--verify-count", type=int, default=None, metavar="N",
+                   help="with --verify-images: images to pack (default 100)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 only: calibration method (default minmax)")
     p.set_defaults(func=run_build, host_only=True)
@@ -111,6 +116,13 @@ def run_build(args):
         raise UsageError("--calib-count must be at least 1, got {}".format(calib_count), hint="e.g. 500")
     if args.out is not None and not args.out.strip():
         raise UsageError("--out is empty", hint="name the bundle folder, e.g. --out build/{}".format(target.name))
+    from export.verify_images import DEFAULT_VERIFY_COUNT, check_verify_images
+
+    if args.verify_count is not None and args.verify_images is None:
+        raise UsageError("--verify-count applies to --verify-images", hint="add --verify-images DIR, or drop it")
+    verify_count = DEFAULT_VERIFY_COUNT if args.verify_count is None else args.verify_count
+    if args.verify_images is not None:
+        check_verify_images(args.verify_images, verify_count)   # before any export, not after it
     from export.build import (
         BuildOptions,
         build_bundle,
@@ -142,6 +154,12 @@ def run_build(args):
                                           make_int8_onnx=(target.backend == "onnxruntime"), progress=not args.quiet)
             for line in summary_lines(calibrated):
                 print(line)
+        if args.verify_images is not None:
+            from export.verify_images import pack_verify_images
+
+            packed = pack_verify_images(result.bundle, args.verify_images, verify_count)
+            print("verify images: {} packed from {} (verify and device-run use them without --images)".format(
+                packed["count"], packed["source"]))
     print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
                         "weights", "stage"], _build_summary_rows(result)))
     random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]

@@ -16,7 +16,7 @@ def add_parsers(sub):
     p = sub.add_parser(
         "device-run", help="on the device: doctor, engines, bench, verify, and one archive to send back",
         description="Runs doctor, then engines, then bench on the authors' protocol (TensorRT), then verify "
-                    "when --images is given, and packs the reports, build logs, engine layer information and "
+                    "when --images is given or the bundle carries images (build --verify-images), and packs the reports, build logs, engine layer information and "
                     "the environment into BUNDLE/reports/device-run-<board>-<date>.tar.gz. Stops at the first "
                     "failing step with its message; a re-run skips the steps already done and still current "
                     "(recorded in BUNDLE/reports/device-run.json).")
@@ -25,7 +25,8 @@ def add_parsers(sub):
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="engine and bench precision (default: the target's default, fp16 on the Nano)")
     p.add_argument("--images", metavar="DIR", default=None,
-                   help="held-out images for verify (one sub-folder per class); without it verify is skipped")
+                   help="held-out images for verify (one sub-folder per class); default: the images the bundle "
+                        "carries (build --verify-images); with neither, verify is skipped")
     p.add_argument("--iterations", type=int, default=500, metavar="N", help="bench iterations (default 500)")
     p.add_argument("--force", action="store_true", help="redo every step, even those already done")
     p.set_defaults(func=run_device_run)
@@ -48,8 +49,12 @@ def run_device_run(args):
         ("bench", common + ["bench", bundle.root, "--backend", "tensorrt", "--precision", precision,
                             "--iterations", str(args.iterations)]),
     ]
+    # verify's images: --images, else those the bundle carries (checked against their sha256 here)
+    verify_source = args.images or device_run.packed_images_key(bundle)
     if args.images:
         steps.append(("verify", common + ["verify", bundle.root, "--images", args.images]))
+    elif verify_source:
+        steps.append(("verify", common + ["verify", bundle.root]))
     done = []
     print("== doctor")
     if not run_doctor(bundle.root)["ok"]:
@@ -57,7 +62,7 @@ def run_device_run(args):
                             hint="fix the lines marked above, then run device-run again")
     done.append(("doctor", "ran"))
     for step, argv in steps:
-        key = device_run.step_key(bundle, precision, args.images if step == "verify" else args.iterations)
+        key = device_run.step_key(bundle, precision, verify_source if step == "verify" else args.iterations)
         if step != "engines" and device_run.is_current(bundle, state, step, key):
             print("== {}: already done for these engines (skipped; --force redoes it)".format(step))
             done.append((step, "skipped: current"))
@@ -72,7 +77,7 @@ def run_device_run(args):
             raise stopped from exc
         with writer_lock(bundle.root, "pipeline.py device-run", create=False):   # each step took it too
             device_run.record_step(bundle, state, step, device_run.step_key(
-                bundle, precision, args.images if step == "verify" else args.iterations))
+                bundle, precision, verify_source if step == "verify" else args.iterations))
         done.append((step, "ran"))
     env = collect_environment(backend="tensorrt", precision=precision)
     board = (env.get("jetson") or {}).get("board") or env.get("hostname")

@@ -15,7 +15,8 @@ def add_parsers(sub):
                    help="bundle folder (default: the only bundle under build/)")
     p.add_argument("--images", metavar="DIR", default=None,
                    help="held-out images, one sub-folder per class (folder names = class names or indices); "
-                        "default: generic sample photographs, agreement only")
+                        "default: the images the bundle carries (build --verify-images), else generic sample "
+                        "photographs, agreement only")
     p.add_argument("--count", type=int, default=200, metavar="N",
                    help="images to use, picked deterministically (default 200)")
     p.add_argument("--model", action="append", default=None, metavar="NAME",

@@ -3,14 +3,19 @@
 A reader never sees half a file, and an interrupted or failed write leaves the old file intact.
 Python 3.6-compatible.
 """
+import collections
 import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 
 _TEMP_SUFFIX = ".tmp"
+
+# a value for write_files: the bytes of the file at ``path``, streamed rather than held in memory
+CopyOf = collections.namedtuple("CopyOf", ["path"])
 
 
 # mkstemp's names: "." + the final name + "." + 8 random characters + ".tmp"; a user's own
@@ -78,9 +83,9 @@ def write_bytes(path, data):
 
 def write_files(contents):
     # type: (dict) -> None
-    """Write several files as a set: {path: bytes}. Every file is written to its temporary first;
-    only when all are complete are they renamed into place, so a failure (a full disk, an
-    interrupt) leaves the previous set whole, never new files beside old ones."""
+    """Write several files as a set: {path: bytes or CopyOf(source path)}. Every file is written to
+    its temporary first; only when all are complete are they renamed into place, so a failure (a
+    full disk, an interrupt) leaves the previous set whole, never new files beside old ones."""
     temps = []
     try:
         for path, data in contents.items():
@@ -90,7 +95,11 @@ def write_files(contents):
                                        dir=folder)
             temps.append((tmp, str(path)))
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                if isinstance(data, CopyOf):
+                    with open(data.path, "rb") as source:
+                        shutil.copyfileobj(source, handle)
+                else:
+                    handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
         for tmp, path in temps:

@@ -22,6 +22,9 @@ LOG = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 LOCK_NAME = ".lock"
+# held-out images packed by `build --verify-images`, for verify and device-run on the device
+VERIFY_IMAGES_KEY = "verify_images"
+VERIFY_IMAGES_DIR = "verify_images"
 
 
 def default_bundle_dir(target_name):
@@ -203,6 +206,25 @@ class Bundle(object):
                                       hint="rebuild the bundle with `python pipeline.py build`")
                 self.verify_file(entry["path"], entry.get("sha256"))
 
+    def verify_image_paths(self):
+        """The held-out images the bundle carries (``build --verify-images``), each checked against
+        its sha256: absolute paths in the recorded order; [] when the bundle carries none. Only
+        the recorded files count: anything else dropped into the folder is not used."""
+        entry = self.manifest.get(VERIFY_IMAGES_KEY)
+        if entry is None:
+            return []
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise BundleError("the manifest's {!r} entry names no files".format(VERIFY_IMAGES_KEY),
+                              hint="build again with --verify-images DIR, or pass verify --images DIR")
+        paths = []
+        for relpath, digest in files.items():
+            if not isinstance(relpath, str) or not relpath.startswith(VERIFY_IMAGES_DIR + "/"):
+                raise BundleError("the manifest names verify image {!r} outside {}/".format(relpath, VERIFY_IMAGES_DIR),
+                                  hint="build again with --verify-images DIR")
+            paths.append(self.verify_file(relpath, digest))
+        return paths
+
     def update_manifest(self, change, with_files=None):
         """Read-modify-write: re-read the manifest from disk, apply ``change(manifest)``, save it.
 
@@ -350,7 +372,14 @@ def writer_lock(root, command, create=True):
         handle.flush()
         yield
     finally:
-        handle.close()   # closing the file releases the lock
+        # unlock explicitly, then close: a child forked meanwhile (a library's helper process, a
+        # subprocess before its exec) shares the open file, and closing ours alone would leave the
+        # lock held until that child exits
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except OSError:
+            pass
+        handle.close()
         if created and os.listdir(root) == [LOCK_NAME]:   # the command failed before writing anything
             os.unlink(os.path.join(root, LOCK_NAME))
             os.rmdir(root)

@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from deploy.atomic import json_bytes
+from deploy.bundle import VERIFY_IMAGES_DIR, VERIFY_IMAGES_KEY
 from deploy.errors import BackendUnavailableError, PipelineError, UsageError
 from deploy.preprocess import (
     ImageError,
@@ -416,9 +417,16 @@ def verify_bundle(bundle, names=None, images_dir=None, count=DEFAULT_COUNT, thre
         raise UsageError("--threads must be at least 1 (got {})".format(threads),
                          hint="leave it out for ONNX Runtime's default")
     bundle.verify(names)
+    packed = bundle.verify_image_paths() if images_dir is None else []
     if images_dir is not None:
         images = folder_images(images_dir, count)
         source = os.path.abspath(str(images_dir))
+        generic = False
+    elif packed:   # build --verify-images: the user's own held-out images, carried by the bundle
+        folder = bundle.path(VERIFY_IMAGES_DIR)
+        images = [VerifyImage(path, folder_label(path, folder), _file_loader(path), path) for path in packed[:count]]
+        source = "the bundle's {}/ (packed by build from {})".format(
+            VERIFY_IMAGES_DIR, bundle.manifest[VERIFY_IMAGES_KEY].get("source"))
         generic = False
     else:
         if generic_images is None:

@@ -22,6 +22,7 @@ import tarfile
 import time
 
 from deploy.atomic import atomic_path, write_json
+from deploy.bundle import VERIFY_IMAGES_KEY
 from deploy.tensorrt.engine_files import list_engines, slug
 
 LOG = logging.getLogger(__name__)
@@ -52,6 +53,17 @@ def step_key(bundle, precision, extra=None):
     for name in bundle.model_names():
         digest.update("{}={}\n".format(name, bundle.model(name)["onnx"]["sha256"]).encode("utf-8"))
     return digest.hexdigest()
+
+
+def packed_images_key(bundle):
+    """'packed:<digest>' of the verify images the bundle carries (each checked against its sha256),
+    for verify's step key; None when it carries none."""
+    paths = bundle.verify_image_paths()
+    if not paths:
+        return None
+    files = bundle.manifest[VERIFY_IMAGES_KEY]["files"]
+    digest = hashlib.sha256("".join("{}={}\n".format(k, v) for k, v in files.items()).encode("utf-8"))
+    return "packed:" + digest.hexdigest()
 
 
 def is_current(bundle, state, step, key):

@@ -85,3 +85,21 @@ def test_doctor_and_analyze_refuse_a_bundle_being_written(tmp_path, capsys):
             code, err, _ = run(argv, capsys)
             assert code == 1 and "is being written by `pipeline.py build`" in err, argv
     assert not os.path.exists(os.path.join(root, "reports", "doctor.json"))
+
+
+def test_a_child_forked_while_the_lock_was_held_does_not_keep_it(tmp_path):
+    # a library's helper process (or a subprocess before its exec) shares the lock's open file:
+    # the lock is released explicitly, not only by closing our descriptor
+    root = verify_bundle_dir(tmp_path / "b")
+    with writer_lock(root, "pipeline.py doctor"):
+        child = os.fork()
+        if child == 0:   # pragma: no cover - the child only waits, holding its copy of the descriptor
+            import time
+            time.sleep(3)
+            os._exit(0)
+    try:
+        with writer_lock(root, "pipeline.py engines"):   # at once, while the child still lives
+            assert os.waitpid(child, os.WNOHANG) == (0, 0)
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)

@@ -142,6 +142,27 @@ def test_device_run_runs_every_step_then_resumes_and_packs_the_reports(device, c
     assert "already done" not in capsys.readouterr().out
 
 
+def test_device_run_verifies_with_the_images_the_bundle_carries(device, capsys, monkeypatch, tmp_path):
+    from cli import verify as cli_verify
+    from deploy import environment
+    from export.verify_images import pack_verify_images
+    from tests.calibration.helpers import write_images
+
+    bundle, _ = device("8.2")
+    monkeypatch.setattr(environment, "jetson_info", lambda: NANO)
+    monkeypatch.setattr(environment, "_read_text",
+                        lambda path, real=environment._read_text: MEMINFO if path == "/proc/meminfo" else real(path))
+    verified = []   # verify itself is tested in tests/export/test_verify_images.py; here: that device-run calls it
+    monkeypatch.setattr(cli_verify, "run_verify", lambda args: verified.append((args.bundle, args.images)) or 0)
+    assert pipeline.main(["device-run", bundle.root, "--iterations", "5"]) == 0
+    assert verified == []                                     # no --images and none packed: verify is skipped
+    write_images(tmp_path / "heldout" / "1", 3, size=(8, 8))
+    pack_verify_images(bundle, str(tmp_path / "heldout"), count=3)
+    assert pipeline.main(["device-run", bundle.root, "--iterations", "5"]) == 0
+    assert verified == [(bundle.root, None)]                  # verify on the bundle's own images
+    assert "== verify" in capsys.readouterr().out
+
+
 def test_device_run_stops_at_the_failing_step_with_its_message(device, capsys, monkeypatch):
     bundle, _ = device("8.2", build_ok=False)
     code = pipeline.main(["device-run", bundle.root, "--iterations", "20"])

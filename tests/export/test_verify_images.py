@@ -1,0 +1,131 @@
+"""build --verify-images: held-out images packed into the bundle, each with its sha256, and used by
+verify and device-run when no --images is given."""
+import errno
+import json
+import os
+
+import pytest
+
+from deploy import atomic
+from deploy.bundle import Bundle
+from deploy.device import device_run
+from deploy.errors import BundleError
+from deploy.preprocess import list_image_files, pick_order
+from export.verify_images import pack_verify_images
+from tests.calibration.helpers import write_images
+from tests.faults.helpers import hashes, run, verify_bundle_dir
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    """Two classes named by index (the tiny models have 5 outputs), five images each."""
+    root = tmp_path / "heldout"
+    for label in ("0", "3"):
+        write_images(root / label, 5, size=(40, 40), seed=int(label))
+    return root
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return Bundle.open(verify_bundle_dir(tmp_path / "b"))
+
+
+@pytest.fixture
+def no_torch_stages(monkeypatch):
+    monkeypatch.setattr("calibration.torch_stages.torch_stages", lambda record, name: ([], []))
+
+
+def _bytes(path):
+    with open(str(path), "rb") as handle:
+        return handle.read()
+
+
+def test_the_pick_is_copied_byte_for_byte_with_its_labels_and_sha256(bundle, labelled):
+    entry = pack_verify_images(bundle, str(labelled), count=6)
+    expected = pick_order(list_image_files(str(labelled)))[:6]   # the pick verify --images --count 6 makes
+    paths = Bundle.open(bundle.root).verify_image_paths()
+    assert entry["count"] == 6 and entry["source"] == os.path.abspath(str(labelled))
+    assert [os.path.basename(p).split("-", 1)[1] for p in paths] == [os.path.basename(p) for p in expected]
+    for packed, source in zip(paths, expected):
+        assert _bytes(packed) == _bytes(source)
+        assert os.path.basename(os.path.dirname(packed)) == os.path.basename(os.path.dirname(source))   # label
+        assert entry["files"][os.path.relpath(packed, bundle.root)] == atomic.sha256_file(source)
+
+
+def test_a_repack_reuses_keeps_the_users_files_and_removes_only_its_own(bundle, labelled):
+    pack_verify_images(bundle, str(labelled), count=6)
+    folder = bundle.path("verify_images")
+    with open(os.path.join(folder, "mine.txt"), "w") as handle:
+        handle.write("the user's note")
+    before = hashes(bundle.root)
+    pack_verify_images(bundle, str(labelled), count=6)
+    assert hashes(bundle.root) == before                       # reused: nothing rewritten
+    entry = pack_verify_images(bundle, str(labelled), count=2)
+    on_disk = sorted(os.path.relpath(os.path.join(r, f), bundle.root) for r, _, fs in os.walk(folder) for f in fs)
+    assert on_disk == sorted(list(entry["files"]) + ["verify_images/mine.txt"])
+
+
+def test_a_changed_image_is_refused(bundle, labelled):
+    pack_verify_images(bundle, str(labelled), count=3)
+    path = Bundle.open(bundle.root).verify_image_paths()[0]
+    with open(path, "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        Bundle.open(bundle.root).verify_image_paths()
+
+
+def test_a_full_disk_keeps_the_earlier_images_and_manifest(bundle, labelled, monkeypatch):
+    pack_verify_images(bundle, str(labelled), count=2)
+    before = hashes(bundle.root)
+    calls = []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > 3:   # the disk fills before the last image or the manifest
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    with pytest.raises(OSError):
+        pack_verify_images(bundle, str(labelled), count=8)
+    assert hashes(bundle.root) == before
+
+
+def test_bad_input_is_refused_before_the_export(tmp_path, labelled, capsys):
+    base = ["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32", "--out", str(tmp_path / "o")]
+    (tmp_path / "empty").mkdir()
+    for extra, expected in ((["--verify-images", str(tmp_path / "absent")], "is not a folder"),
+                            (["--verify-images", str(tmp_path / "empty")], "no JPEG/PNG images found"),
+                            (["--verify-count", "5"], "--verify-count applies to --verify-images"),
+                            (["--verify-images", str(labelled), "--verify-count", "0"], "--verify-count must be")):
+        code, err, _ = run(base + extra, capsys)
+        assert code == 2 and expected in err and "(fix: " in err
+        assert not (tmp_path / "o").exists()
+
+
+def test_verify_uses_the_packed_images_without_images(bundle, labelled, no_torch_stages, capsys):
+    pack_verify_images(bundle, str(labelled), count=10)
+    code, err, _ = run(["-q", "verify", bundle.root], capsys)
+    assert code == 0, err
+    with open(bundle.path("reports/verify.json")) as handle:
+        report = json.load(handle)
+    assert report["images"]["source"].startswith("the bundle's verify_images/ (packed by build from ")
+    model = report["models"]["mobilenetv2"]
+    assert model["images"] == 10 and model["labelled_images"] == 10   # class folders 0 and 3 are labels
+
+
+def test_device_run_verifies_with_the_packed_images(bundle, labelled):
+    assert device_run.packed_images_key(bundle) is None
+    pack_verify_images(bundle, str(labelled), count=4)
+    key = device_run.packed_images_key(bundle)
+    assert key.startswith("packed:")
+    pack_verify_images(bundle, str(labelled), count=5)
+    assert device_run.packed_images_key(bundle) not in (None, key)   # other images: verify runs again
+
+
+def test_build_packs_the_images_after_the_models(tmp_path, labelled, capsys):
+    out = tmp_path / "o"
+    code, err, stdout = run(["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32", "--out",
+                             str(out), "--verify-images", str(labelled), "--verify-count", "4"], capsys)
+    assert code == 0, err
+    assert "verify images: 4 packed from {}".format(os.path.abspath(str(labelled))) in stdout
+    assert len(Bundle.open(str(out)).verify_image_paths()) == 4
