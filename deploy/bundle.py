@@ -31,8 +31,9 @@ def default_bundle_dir(target_name):
 
 # A model name becomes part of file names (models/NAME.onnx, engines/NAME.*.engine, trtexec.sh's
 # arguments): one plain file-name component, so it can never lead out of the bundle's folders.
+# Letters and digits of any script: a user model is named after its Python module (export/sources.py).
 MODEL_NAME_RULE = "letters, digits, '_', '-' and '.', not starting with '.', at most 100 characters"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+_MODEL_NAME = re.compile(r"[\w-][\w.-]{0,99}")
 
 # The folders inside a bundle that commands write into (see the layout above; cache/ is ONNX Runtime's
 # optimised graphs). Each must be a real folder of the bundle, never a symbolic link to one elsewhere.
@@ -42,7 +43,7 @@ BUNDLE_FOLDERS = ("models", "calibration", "engines", "reports", "reports/engine
 def is_model_name(name):
     # type: (object) -> bool
     """Whether ``name`` may name a model of a bundle (MODEL_NAME_RULE)."""
-    return isinstance(name, str) and bool(_MODEL_NAME.match(name))
+    return isinstance(name, str) and bool(_MODEL_NAME.fullmatch(name))   # fullmatch: not even a final newline
 
 
 def check_folder_inside(root, folder):
