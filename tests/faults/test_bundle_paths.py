@@ -41,7 +41,7 @@ def _png_sha256(folder):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command, folder", [
     ("build", "models"), ("build", "calibration"), ("build", "engines"), ("verify", "reports"),
-    ("engines", "engines"), ("engines", "reports/engines")])
+    ("engines", "engines"), ("engines", "reports/engines"), ("device-run", "reports"), ("analyze", "reports")])
 def test_a_writer_refuses_a_bundle_folder_that_is_a_symbolic_link(tmp_path, capsys, command, folder):
     root = verify_bundle_dir(tmp_path / "b")
     outside = str(tmp_path / "elsewhere")
@@ -50,7 +50,7 @@ def test_a_writer_refuses_a_bundle_folder_that_is_a_symbolic_link(tmp_path, caps
     before_in, before_out = hashes(root), hashes(outside)
     argv = {"build": ["build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32", "--out", root],
             "verify": ["verify", root, "--images", str(tmp_path / "imgs"), "--count", "2"],
-            "engines": ["engines", root]}[command]
+            "engines": ["engines", root], "device-run": ["device-run", root], "analyze": ["analyze", root]}[command]
     code, err, _ = run(["-q"] + argv, capsys)
     assert code == 1
     assert err == "error: {} is a symbolic link to {}: a bundle's folders must be inside it (fix: replace the link " \
