@@ -82,6 +82,9 @@ def run_analyze(args):
     get_target(args.target)  # unknown target names fail here, with the list
     hw = get_hardware(args.target, args.peak_gflops, args.bandwidth_gbs, args.precision)
     check_outputs(args.json_path, args.out)   # before the export and analysis, not after
+    if args.out is None and args.source and os.path.isdir(args.source):   # a bundle: its reports/ folder
+        from deploy.bundle import check_folder_inside
+        check_folder_inside(args.source, os.path.join(args.source, "reports"))
     graphs = _analyze_sources(args)
     analyses = [analyze_model(g.model, g.name, hw, args.precision, convention=args.convention, origin=g.origin,
                               family=g.family, published=g.published) for g in graphs]

@@ -71,7 +71,7 @@ def _bench_bundle_dir(args):
 def run_bench(args):
     from deploy.bench import protocol as bench
     from deploy.bench.report import build_report, check_report_dir, render_console, write_reports
-    from deploy.bundle import Bundle, writer_lock
+    from deploy.bundle import Bundle, check_folder_inside, writer_lock
     from deploy.environment import collect_environment
 
     choice = bench.choose_backend(args.backend)
@@ -102,7 +102,7 @@ def run_bench(args):
         raise UsageError("--out is empty", hint="name the report folder, or leave --out out (BUNDLE/reports)")
     out_dir = args.out or os.path.join(bundle.root if bundle is not None else os.path.join("build", "bench"),
                                        "reports")
-    check_report_dir(out_dir)   # before the timed run, not after it
+    check_report_dir(out_dir, bundle.root if bundle is not None else None)   # before the timed run, not after it
     e2e_paths = None
     if args.e2e:
         from deploy.bench.e2e import image_paths
@@ -111,6 +111,8 @@ def run_bench(args):
             raise UsageError("--e2e needs a bundle", hint="python pipeline.py bench BUNDLE --e2e --images DIR")
         e2e_paths = image_paths(args.images)
     cache = os.path.join(bundle.root, "cache", "onnxruntime") if bundle is not None else None
+    if cache is not None:
+        check_folder_inside(bundle.root, cache)   # ONNX Runtime writes its optimised graphs there
     # bench writes into the bundle (its reports, ONNX Runtime's graph cache), and must not time
     # models that a build is replacing: it holds the writer lock
     with writer_lock(bundle.root if bundle is not None else None, "pipeline.py bench", create=False):

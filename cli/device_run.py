@@ -33,13 +33,14 @@ def add_parsers(sub):
 
 
 def run_device_run(args):
-    from deploy.bundle import Bundle, writer_lock
+    from deploy.bundle import Bundle, check_bundle_folders, writer_lock
     from deploy.device import device_run
     from deploy.environment import collect_environment
     from deploy.errors import PipelineError
     from deploy.targets import get_target, resolve_precision
 
     bundle = Bundle.open(args.bundle)
+    check_bundle_folders(bundle.root, ("reports",))   # its state and archive go there
     target = get_target(bundle.target_name)
     precision = resolve_precision(target, args.precision or target.default_precision)
     state = {} if args.force else device_run.read_state(bundle)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import stat
 import time
 
@@ -30,6 +31,57 @@ VERIFY_IMAGES_DIR = "verify_images"
 def default_bundle_dir(target_name):
     # type: (str) -> str
     return os.path.join("build", target_name)
+
+
+# A model name becomes part of file names (models/NAME.onnx, engines/NAME.*.engine, trtexec.sh's
+# arguments): one plain file-name component, so it can never lead out of the bundle's folders.
+# Letters and digits of any script: a user model is named after its Python module (export/sources.py).
+MODEL_NAME_RULE = "letters, digits, '_', '-' and '.', not starting with '.', at most 100 characters"
+_MODEL_NAME = re.compile(r"[\w-][\w.-]{0,99}")
+
+# The folders inside a bundle that commands write into (see the layout above; cache/ is ONNX Runtime's
+# optimised graphs). Each must be a real folder of the bundle, never a symbolic link to one elsewhere.
+BUNDLE_FOLDERS = ("models", "calibration", "engines", "reports", "reports/engines", "cache", "cache/onnxruntime",
+                  "smoke", VERIFY_IMAGES_DIR)
+
+
+def is_model_name(name):
+    # type: (object) -> bool
+    """Whether ``name`` may name a model of a bundle (MODEL_NAME_RULE)."""
+    return isinstance(name, str) and bool(_MODEL_NAME.fullmatch(name))   # fullmatch: not even a final newline
+
+
+def check_folder_inside(root, folder):
+    # type: (str, str) -> None
+    """Raise BundleError if ``folder``, a folder inside bundle ``root`` (existing or not), is or lies
+    under a symbolic link, or resolves outside the bundle: writing there would write, and clean up,
+    somewhere else. A ``folder`` outside ``root`` (bench --out elsewhere) is not the bundle's: no check."""
+    root = str(root)
+    rel = os.path.relpath(os.path.abspath(str(folder)), os.path.abspath(root))
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return
+    real_root = os.path.realpath(root)
+    path = root
+    for part in rel.split(os.sep):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise BundleError(
+                "{} is a symbolic link to {}: a bundle's folders must be inside it".format(path, os.readlink(path)),
+                hint="replace the link with a real folder (copy its files in if you need them), or use "
+                     "another bundle folder (--out)")
+        if not os.path.lexists(path):
+            return   # made as a real folder when its first file is written
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise BundleError("{} resolves to {}, outside the bundle {}".format(path, real, root),
+                              hint="make it a real folder inside the bundle, or use another bundle folder (--out)")
+
+
+def check_bundle_folders(root, folders=BUNDLE_FOLDERS):
+    # type: (str, tuple) -> None
+    """check_folder_inside for each of the bundle's ``folders``: call it before a command writes anything."""
+    for rel in folders:
+        check_folder_inside(root, os.path.join(str(root), *rel.split("/")))
 
 
 def onnx_relpath(model_name):
@@ -134,6 +186,9 @@ class Bundle(object):
 
     def set_model(self, name, record):
         # type: (str, dict) -> None
+        if not is_model_name(name):
+            raise BundleError("model name {!r} is not a plain file name ({})".format(name, MODEL_NAME_RULE),
+                              hint="give the model a name such as my_model or resnet50")
         self.manifest.setdefault("models", collections.OrderedDict())[name] = record
 
     def path(self, relpath):
@@ -268,6 +323,11 @@ def _check_manifest_shape(manifest, path):
             type(manifest.get("models")).__name__)
     else:
         bad = [n for n, r in manifest.get("models", {}).items() if not isinstance(r, dict)]
+        unsafe = [n for n in manifest.get("models", {}) if not is_model_name(n)]
+        if unsafe:   # a name like ../../evil would lead the files named after it out of the bundle
+            raise BundleError("{} names a model {!r}, which is not a plain file name ({})".format(
+                path, unsafe[0], MODEL_NAME_RULE),
+                hint="remove that record from the manifest, or build a new bundle into another --out folder")
         if bad:
             problem = "has model records that are not objects: {}".format(", ".join(bad))
         else:
@@ -370,6 +430,7 @@ def writer_lock(root, command, create=True):
         handle.truncate()
         handle.write("`{}` (pid {}, since {})\n".format(command, os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S")))
         handle.flush()
+        check_bundle_folders(root)   # before the command writes (or cleans up) anything in them
         yield
     finally:
         # unlock explicitly, then close: a child forked meanwhile (a library's helper process, a

@@ -467,12 +467,14 @@ def remove_leftovers(out_dir: str) -> int:
     A killed process (SIGKILL, power loss) cannot clean up after itself; call this only while
     holding the bundle's writer lock, so no other build is using them. Returns how many were removed.
     """
-    from deploy.bundle import MANIFEST_NAME
+    from deploy.bundle import MANIFEST_NAME, check_bundle_folders
 
     if not os.path.isdir(out_dir):
         return 0
     check_build_folder(out_dir)   # a folder of someone else's files: refused, nothing removed
     is_bundle = os.path.isfile(os.path.join(out_dir, MANIFEST_NAME))
+    if is_bundle:
+        check_bundle_folders(out_dir, ("models", "calibration"))   # a link to elsewhere: refused, nothing removed
     removed = 0
     for entry in os.listdir(out_dir):
         path = os.path.join(out_dir, entry)

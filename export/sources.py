@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from deploy.atomic import sha256_file
+from deploy.bundle import MODEL_NAME_RULE, is_model_name
 from deploy.errors import UsageError
 from export.options import BuildOptions, check_shape_options
 
@@ -112,6 +113,10 @@ def resolve_sources(options: BuildOptions) -> list[Source]:
     from models.registry import check_input_size
 
     check_shape_options(options)
+    for name in list(options.models) + ([user_model_name(options.user_model)] if options.user_model else []):
+        if not is_model_name(name):   # it becomes a file name in the bundle: models/NAME.onnx, engines/NAME...
+            raise UsageError(f"model name {name!r} is not a plain file name ({MODEL_NAME_RULE})",
+                             hint="name a registered model (see `python pipeline.py models`), e.g. --models hardnet39ds")
     sources = [_registry_source(name, options) for name in options.models]
     if options.user_model:
         sources.append(_user_source(options.user_model, options))

@@ -6,18 +6,22 @@ an interrupted or failed run never leaves a partial report in place of a good on
 Python 3.6-compatible; matplotlib is imported lazily and is optional (no PNG without it).
 """
 import collections
+import hashlib
 import io
+import json
 import logging
 import os
 
-from deploy.atomic import folder_write_problem, json_bytes, write_files
+from deploy.atomic import folder_write_problem, json_bytes, sha256_file, write_files
 from deploy.bench.e2e import E2E_HEADERS, e2e_rows
+from deploy.bundle import check_folder_inside
 from deploy.errors import UsageError
 from deploy.tables import format_markdown_table, format_table
 
 LOG = logging.getLogger(__name__)
 
 REPORT_SCHEMA = 1
+CHART_KEY = "chart"   # bench.json: {"path": "bench.png", "sha256": ...} of the chart drawn with it, or null
 
 # The authors' comparison pairs: (HarDNet, its MobileNet/ResNet counterpart).
 PAIRS = (
@@ -296,23 +300,44 @@ def write_reports(out_dir, report, png=True):
     paths = collections.OrderedDict()
     paths["json"] = os.path.join(str(out_dir), "bench.json")
     paths["md"] = os.path.join(str(out_dir), "bench.md")
-    contents = collections.OrderedDict([(paths["json"], json_bytes(report)),
-                                        (paths["md"], markdown.encode("utf-8"))])
     png_path = os.path.join(str(out_dir), "bench.png")
-    stale_chart = image is None and os.path.isfile(png_path) and os.path.isfile(paths["json"])
+    # bench.json records the sha256 of the bench.png drawn with it: the proof that a later run may remove it
+    saved = collections.OrderedDict(report)
+    saved[CHART_KEY] = None if image is None else collections.OrderedDict(
+        [("path", "bench.png"), ("sha256", hashlib.sha256(image).hexdigest())])
+    contents = collections.OrderedDict([(paths["json"], json_bytes(saved)),
+                                        (paths["md"], markdown.encode("utf-8"))])
+    stale_chart = image is None and os.path.isfile(png_path) and _chart_is_ours(paths["json"], png_path)
     if image is not None:
         paths["png"] = png_path
         contents[paths["png"]] = image
     write_files(contents)   # as a set: a full disk leaves the previous run's three files, not a mix
-    if stale_chart:   # bench drew it (its bench.json is there) for an earlier run: it no longer belongs
+    if stale_chart:   # bench drew it for the earlier run its old bench.json recorded: it no longer belongs
         os.unlink(png_path)
         LOG.info("removed %s: it charted an earlier run (this one ran with --no-png)", png_path)
+    elif image is None and os.path.isfile(png_path):
+        LOG.warning("kept %s: bench did not draw it for the bench.json there, so it is not removed, and it does "
+                    "not chart this run (delete it yourself if it is stale)", png_path)
     return paths
 
 
-def check_report_dir(out_dir):
+def _chart_is_ours(json_path, png_path):
+    # type: (str, str) -> bool
+    """Whether the bench.json at ``json_path`` (an earlier run's) recorded exactly the file at ``png_path``."""
+    try:
+        with open(json_path, "rb") as handle:
+            recorded = json.loads(handle.read().decode("utf-8")).get(CHART_KEY)
+        return isinstance(recorded, dict) and recorded.get("sha256") == sha256_file(png_path)
+    except (OSError, ValueError, AttributeError):   # unreadable, not JSON, not an object: not a record of ours
+        return False
+
+
+def check_report_dir(out_dir, bundle_root=None):
     """Raise UsageError unless reports can be written in ``out_dir`` (made if missing): checked
-    before the timed run, so an unusable --out never costs the run."""
+    before the timed run, so an unusable --out never costs the run. A folder inside bundle
+    ``bundle_root`` that is a symbolic link to elsewhere is refused (BundleError) before the probe."""
+    if bundle_root is not None:
+        check_folder_inside(bundle_root, out_dir)
     problem = folder_write_problem(out_dir)
     if problem:
         raise UsageError("report folder {} {}".format(out_dir, problem), hint="give --out a writable folder")

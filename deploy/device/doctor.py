@@ -23,7 +23,8 @@ import time
 
 from deploy import environment
 from deploy.atomic import write_json
-from deploy.errors import PipelineError
+from deploy.bundle import check_folder_inside
+from deploy.errors import BundleError, PipelineError
 from deploy.versions import package_version
 
 LOG = logging.getLogger(__name__)
@@ -245,6 +246,10 @@ def check_bundle(bundle_dir):
 def check_writable(bundle):
     """Can the next command write into the bundle? (a probe file of our own, removed at once)."""
     folder = bundle.path("reports")
+    try:
+        check_folder_inside(bundle.root, folder)
+    except BundleError as exc:
+        return _check("writable", FAIL, str(exc), exc.hint, required=True)
     try:
         if not os.path.isdir(folder):
             os.makedirs(folder)

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from deploy.bundle import check_folder_inside
 from deploy.errors import BundleError, PipelineError, UsageError
 
 LOG = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class Classifier(object):
             return self
         cache = os.path.join(self.bundle.root, "cache", "onnxruntime")
         cache = cache if os.access(self.bundle.root, os.W_OK) else None
+        if cache is not None:
+            check_folder_inside(self.bundle.root, cache)   # never write the cache through a link to elsewhere
         runner = bench.make_runner(self.backend, self._plan, self.precision, self._protocol,
                                    optimized_model_dir=cache)
         bench.activate_runner(runner, self.backend, self._plan)

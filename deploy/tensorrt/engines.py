@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional  # noqa: F401 (type comments)
 
 from deploy.atomic import write_bytes, write_json, write_text
-from deploy.bundle import Bundle
+from deploy.bundle import Bundle, check_bundle_folders
 from deploy.errors import BundleError, CalibrationError, EngineBuildError
 from deploy.targets import get_target, local_profile, platform_mismatches, resolve_precision
 from deploy.tensorrt.build_log import BuildLog, make_trt_logger
@@ -37,6 +37,8 @@ from deploy.tensorrt.calibrator import (
     make_trt_calibrator,
 )
 from deploy.tensorrt.engine_files import (
+    ENGINE_DIR,
+    REPORT_DIR,
     EngineOptions,  # noqa: F401 (type comments)
     calibration_batch,
     calibration_cache_relpath,
@@ -324,6 +326,7 @@ def build_engines(bundle_dir, precision="best", workspace_mib=None, calibrator=D
     from deploy.tensorrt.compat import probe_local_device
 
     bundle, target = check_bundle_for_engines(bundle_dir, target_name)
+    check_bundle_folders(bundle.root, (ENGINE_DIR, "reports", REPORT_DIR))   # before anything is written
     resolved = resolve_precision(target, precision)
     options = make_options(target, resolved, workspace_mib, calibrator, calib_batch, max_batch)
     models = list(names) if names else bundle.require_models()
