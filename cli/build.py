@@ -117,6 +117,7 @@ def run_build(args):
         read_preprocess_override,
         remove_leftovers,
     )
+    from export.options import check_shape_options
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
@@ -128,6 +129,11 @@ def run_build(args):
         force=args.force, precision=precision, precision_choice=choice_record,
         preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None,
         input_kind=args.input_kind)
+    check_shape_options(options)   # before the lock: a refused size or batch leaves no folder behind
+    if precision == "int8" and args.calib_images is not None:
+        from calibration.images import check_image_folder
+
+        check_image_folder(args.calib_images)   # not after minutes of export
     with writer_lock(out_dir, "pipeline.py build"):
         remove_leftovers(out_dir)
         result = build_bundle(options, progress=not args.quiet)
