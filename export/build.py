@@ -529,8 +529,7 @@ def remove_leftovers(out_dir: str) -> int:
     A killed process (SIGKILL, power loss) cannot clean up after itself; call this only while
     holding the bundle's writer lock, so no other build is using them. In a folder that is not a
     bundle (no manifest.json: a first build was killed, or the folder is someone else's) nothing is
-    removed: a leftover work folder stays, excluded by the rsync, until a build of the bundle made
-    there removes it. Returns how many were removed.
+    removed: a leftover work folder stays until a build of the bundle made there removes it. Returns how many were removed.
     """
     from deploy.bundle import MANIFEST_NAME
 
@@ -541,7 +540,7 @@ def remove_leftovers(out_dir: str) -> int:
         kept = sorted(e for e in os.listdir(out_dir) if is_work_folder(os.path.join(out_dir, e)))
         if kept:
             LOG.warning("%s is not a bundle yet: left %s of an interrupted build in place (the next build "
-                        "of the bundle removes it; rsync skips it)", out_dir, ", ".join(kept))
+                        "of the bundle removes it)", out_dir, ", ".join(kept))
         return 0
     removed = 0
     for entry in os.listdir(out_dir):
