@@ -21,10 +21,10 @@ def add_parsers(sub):
                    help="checkpoint for a model (repeatable); a bare PATH when one model is built. "
                         "Without it the weights are random (latency artifacts only)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
-                   help="classifier outputs (default: the checkpoint's, else the model card's)")
+                   help="classifier outputs, 1 to 100000 (default: the checkpoint's, else the model card's)")
     p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default build/<target>)")
     p.add_argument("--size", type=int, default=320, metavar="N", help="square input side in pixels (default 320)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input (default 1)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input, 1 to 1024 (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "best"],
                    help="engine precision for the device (default: the target's default, fp16 on the Nano); "
