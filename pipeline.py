@@ -8,6 +8,7 @@ no torch): host-only packages (models, export, calibration, analysis) are import
 commands that need them.
 """
 import logging
+import signal
 import sys
 
 from cli import analyze, bench, build, catalog, device_run, doctor, engines, predict, verify
@@ -47,10 +48,40 @@ def _logs_above_progress_bars():
     return logging_redirect_tqdm()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, a CI timeout) raised where the program is, so it takes Ctrl-C's way
+    out: finally blocks run and temporary files are removed. A KeyboardInterrupt, so no
+    ``except Exception`` swallows it."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a second SIGTERM must not cut the cleanup short
+    raise Terminated()
+
+
+def _on_sigterm_raise():
+    """Install the SIGTERM handler for the length of main; returns the handler to put back, or
+    None where none can be installed (signal.signal works in the main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:
+        return None
+    return signal.SIG_DFL if previous is None else previous   # None: set outside Python
+
+
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
+    previous = _on_sigterm_raise()
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args):
     try:
         if getattr(args, "host_only", False) and sys.version_info[:2] < HOST_PYTHON:
             raise UsageError(
@@ -66,6 +97,9 @@ def main(argv=None):
     except PipelineError as exc:
         sys.stderr.write("error: {}\n".format(exc.one_line()))
         return exc.exit_code
+    except Terminated:
+        sys.stderr.write("terminated: files already written are complete; partial files were removed\n")
+        return 128 + int(signal.SIGTERM)   # 143, the shell's code for a SIGTERM
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: files already written are complete; partial files were removed\n")
         return 130

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from deploy.errors import CalibrationError
+from deploy.errors import CalibrationError, UsageError
 from deploy.preprocess import PICK_SEED, folder_label, list_image_files, pick_order
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +59,15 @@ def find_images(folder: str) -> list[str]:
                  "folder to use the generic sample set",
         )
     return found
+
+
+def check_image_folder(folder: str, option: str = "--calib-images") -> int:
+    """Before any work: ``folder`` exists, is a folder and holds an image in the listing calibration
+    uses (find_images). Returns how many images it holds; raises UsageError naming ``option``."""
+    try:
+        return len(find_images(folder))
+    except CalibrationError as exc:
+        raise UsageError(f"{option}: {exc}", hint=exc.hint) from None
 
 
 def folder_items(folder: str, labelled: bool = False) -> list[ImageItem]:

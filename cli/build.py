@@ -23,10 +23,10 @@ def add_parsers(sub):
                    help="checkpoint for a model (repeatable); a bare PATH when one model is built. "
                         "Without it the weights are random (latency artifacts only)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
-                   help="classifier outputs (default: the checkpoint's, else the model card's)")
+                   help="classifier outputs, 1 to 100000 (default: the checkpoint's, else the model card's)")
     p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default build/<target>)")
     p.add_argument("--size", type=int, default=320, metavar="N", help="square input side in pixels (default 320)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input (default 1)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the exported input, 1 to 1024 (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16", "int8", "best"],
                    help="engine precision for the device (default: the target's default, fp16 on the Nano); "
@@ -131,6 +131,7 @@ def run_build(args):
         read_preprocess_override,
         remove_leftovers,
     )
+    from export.options import check_shape_options
 
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
@@ -142,6 +143,11 @@ def run_build(args):
         force=args.force, precision=precision, precision_choice=choice_record,
         preprocess=read_preprocess_override(args.preprocess) if args.preprocess else None,
         input_kind=args.input_kind)
+    check_shape_options(options)   # before the lock: a refused size or batch leaves no folder behind
+    if precision == "int8" and args.calib_images is not None:
+        from calibration.images import check_image_folder
+
+        check_image_folder(args.calib_images)   # not after minutes of export
     with writer_lock(out_dir, "pipeline.py build"):
         remove_leftovers(out_dir)
         result = build_bundle(options, progress=not args.quiet)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -253,13 +254,48 @@ def _reusable(bundle: Bundle, name: str, key: str, options: BuildOptions) -> dic
         path = bundle.path(entry.get("path", onnx_relpath(name)))
         onnx.checker.check_model(path, full_check=True)
         allowed, strict = allowed_ops_for(options.target)
-        check_graph(onnx.load(path), opset=options.target.max_opset, allowed=allowed if strict else None,
+        model = onnx.load(path)
+        check_graph(model, opset=options.target.max_opset, allowed=allowed if strict else None,
                     label=f"{name} (reused)", target_label=options.target.name)
     except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
         LOG.warning("%s: the ONNX file the manifest names fails its checks (%s); rebuilding it", name,
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
+    # A valid graph of another model, its sha256 edited in, passes those checks: it must also be the
+    # graph the record describes, or the summary would report that record's parity for it.
+    differences = record_mismatches(record, model)
+    if differences:
+        LOG.warning("%s: the ONNX file the manifest names is not the graph its record describes (%s); "
+                    "rebuilding it", name, "; ".join(differences))
+        return None
     return record
+
+
+def record_mismatches(record: dict[str, Any], model) -> list[str]:
+    """How the ONNX graph ``model`` differs from what its manifest ``record`` says of it: node count
+    and operator histogram after onnxsim, opset, input and output names and shapes. [] if none."""
+    from export.onnx_export import graph_io_shape
+    from export.opset_check import main_opset, op_histogram
+
+    entry, graph = record.get("onnx") or {}, model.graph
+    found = {"nodes": len(graph.node), "ops": op_histogram(model), "opset": main_opset(model)}
+    out = [f"{key} {entry.get(key)!r} recorded, {found[key]!r} in the file"
+           for key in ("nodes", "opset") if entry.get(key) != found[key]]
+    if entry.get("ops") != found["ops"]:
+        out.append("operator counts differ")
+    for side, values in (("input", graph.input), ("output", graph.output)):
+        recorded = record.get(side) or {}
+        if len(values) != 1:
+            out.append(f"{len(values)} {side}s in the file, 1 recorded")
+            continue
+        shape = graph_io_shape(values[0])
+        expected = list(recorded.get("shape") or [])
+        if (record.get("input") or {}).get("dynamic_batch") and shape and expected:
+            expected[0] = shape[0] if not isinstance(shape[0], int) else None   # a named batch dimension
+        if values[0].name != recorded.get("name") or shape != expected:
+            out.append(f"{side} {values[0].name} {shape} in the file, {recorded.get('name')} "
+                       f"{recorded.get('shape')} recorded")
+    return out
 
 
 def _check_finite_weights(model, name: str, weights_path: str | None) -> None:
@@ -431,7 +467,32 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-WORK_DIR_PREFIX = ".pipeline-build-"   # a build's private work folder inside the bundle (mkdtemp adds 8 chars)
+WORK_DIR_PREFIX = ".pipeline-build-"   # a build's private work folder inside the bundle
+# mkdtemp adds 8 characters; the ".tmp" suffix puts the folder under the documented rsync's
+# --exclude '.*.tmp', so a build killed mid-way does not ship its work files to the device.
+# Builds before that made ".pipeline-build-XXXXXXXX": both are recognised as ours.
+WORK_DIR_SUFFIX = ".tmp"
+_WORK_DIR_NAME = re.compile(r"^" + re.escape(WORK_DIR_PREFIX) + r"[a-z0-9_]{8}(" + re.escape(WORK_DIR_SUFFIX) + ")?$")
+# what _build_one writes in it: <name>.exported.onnx, <name>.onnx and their atomic temporaries
+_WORK_FILE_SUFFIXES = (".onnx", ".onnx.data")
+
+
+def is_work_folder(path: str) -> bool:
+    """Whether ``path`` is a work folder a build of ours made: its exact name, a real folder (not a
+    link) holding only the files a build writes there. Anything else is someone's and is kept."""
+    if not _WORK_DIR_NAME.match(os.path.basename(path)) or os.path.islink(path) or not os.path.isdir(path):
+        return False
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return False
+    for entry in entries:
+        inner = os.path.join(path, entry)
+        if os.path.islink(inner) or not os.path.isfile(inner):
+            return False
+        if not (entry.endswith(_WORK_FILE_SUFFIXES) or is_temp_name(entry)):
+            return False
+    return True
 
 
 def check_build_folder(out_dir: str) -> None:
@@ -449,7 +510,7 @@ def check_build_folder(out_dir: str) -> None:
             continue
         if entry == "models" and os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
             continue
-        if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path) and not os.path.islink(path):
+        if is_work_folder(path):
             continue
         others.append(entry)
     if others:
@@ -461,32 +522,41 @@ def check_build_folder(out_dir: str) -> None:
 
 
 def remove_leftovers(out_dir: str) -> int:
-    """Remove what an interrupted build left in ``out_dir``: its ``.build-*`` work folders and
-    half-written temporary files of the files only a build writes (models/, calibration/).
+    """Remove what an interrupted build left in the bundle ``out_dir``: its work folders
+    (is_work_folder) and half-written temporary files of the files only a build writes (models/,
+    calibration/).
 
     A killed process (SIGKILL, power loss) cannot clean up after itself; call this only while
-    holding the bundle's writer lock, so no other build is using them. Returns how many were removed.
+    holding the bundle's writer lock, so no other build is using them. In a folder that is not a
+    bundle (no manifest.json: a first build was killed, or the folder is someone else's) nothing is
+    removed: a leftover work folder stays until a build of the bundle made there removes it. Returns how many were removed.
     """
-    from deploy.bundle import MANIFEST_NAME, check_bundle_folders
+    from deploy.bundle import MANIFEST_NAME, VERIFY_IMAGES_DIR, check_bundle_folders
 
     if not os.path.isdir(out_dir):
         return 0
     check_build_folder(out_dir)   # a folder of someone else's files: refused, nothing removed
-    is_bundle = os.path.isfile(os.path.join(out_dir, MANIFEST_NAME))
-    if is_bundle:
-        check_bundle_folders(out_dir, ("models", "calibration"))   # a link to elsewhere: refused, nothing removed
+    if not os.path.isfile(os.path.join(out_dir, MANIFEST_NAME)):
+        kept = sorted(e for e in os.listdir(out_dir) if is_work_folder(os.path.join(out_dir, e)))
+        if kept:
+            LOG.warning("%s is not a bundle yet: left %s of an interrupted build in place (the next build "
+                        "of the bundle removes it)", out_dir, ", ".join(kept))
+        return 0
+    written = ("models", "calibration", VERIFY_IMAGES_DIR)   # the folders only a build writes
+    check_bundle_folders(out_dir, written)   # a link to elsewhere: refused, nothing removed
     removed = 0
     for entry in os.listdir(out_dir):
         path = os.path.join(out_dir, entry)
-        if entry.startswith(WORK_DIR_PREFIX) and os.path.isdir(path):
+        if is_work_folder(path):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
-    for folder in ("models", "calibration") if is_bundle else ():
-        path = os.path.join(out_dir, folder)
-        for entry in os.listdir(path) if os.path.isdir(path) else ():
-            if is_temp_name(entry):
-                os.unlink(os.path.join(path, entry))
-                removed += 1
+    for folder in written:   # verify_images/ has one sub-folder per class
+        for root, dirs, files in os.walk(os.path.join(out_dir, folder)):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            for entry in files:
+                if is_temp_name(entry):
+                    os.unlink(os.path.join(root, entry))
+                    removed += 1
     if removed:
         LOG.info("removed %d leftover(s) of an interrupted build from %s", removed, out_dir)
     return removed
@@ -542,7 +612,7 @@ def _build_all(sources, options: BuildOptions, bundle: Bundle, versions: dict[st
             LOG.info("%s: inputs and options unchanged: reusing %s", source.name, record["onnx"]["path"])
             results.append(ModelBuildResult(source.name, True, time.perf_counter() - started, record))
         else:
-            work_dir = tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=options.out_dir)
+            work_dir = tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, suffix=WORK_DIR_SUFFIX, dir=options.out_dir)
             try:
                 record, onnx_file = _build_one(source, options, versions, key, work_dir)
                 # Only now, with every check passed, replace the bundle's file and its record together:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.bundle import MAX_BATCH
 from deploy.errors import UsageError
 
 
@@ -27,14 +28,21 @@ class BuildOptions:
 
 
 MAX_SIZE = 2048   # the largest input side built: the authors' largest is 1024; 100000 would need 100+ GB
+# MAX_BATCH (1024) is what bench accepts and what a manifest may record (deploy.bundle): a build must not
+# write a bundle every reader refuses. Above it torch allocates tens of GB (--batch 100000 at --size 64
+# reached ~23 GB and the kernel's OOM killer ended the build without a word).
+# The classifier is features x classes float32 weights: 100000 classes is 410 MB for HarDNet68's 1024
+# features, and 4.6x the largest label set in use (ImageNet-21k, 21841 classes); 1e8 asks for 410 GB.
+MAX_NUM_CLASSES = 100_000
 
 
 def check_shape_options(options: BuildOptions) -> None:
     if not 1 <= options.size <= MAX_SIZE:
         raise UsageError(f"--size must be a number of pixels from 1 to {MAX_SIZE}, got {options.size}",
                          hint="e.g. --size 320 (the Jetson Nano protocol) or 224")
-    if options.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {options.batch}", hint="e.g. --batch 1")
-    if options.num_classes is not None and options.num_classes < 1:
-        raise UsageError(f"--num-classes must be at least 1, got {options.num_classes}",
-                         hint="pass a positive class count, or leave it out")
+    if not 1 <= options.batch <= MAX_BATCH:
+        raise UsageError(f"--batch must be from 1 to {MAX_BATCH}, got {options.batch}",
+                         hint="e.g. --batch 1 (the Jetson Nano protocol); the limit is bench's")
+    if options.num_classes is not None and not 1 <= options.num_classes <= MAX_NUM_CLASSES:
+        raise UsageError(f"--num-classes must be from 1 to {MAX_NUM_CLASSES}, got {options.num_classes}",
+                         hint="pass the class count of your checkpoint, or leave it out")

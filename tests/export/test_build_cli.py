@@ -68,7 +68,7 @@ BAD = {
     "other architecture": (["--weights", "{tmp}/other.pth"], 1, "does not fit mobilenetv2"),
     "weights for a model not built": (["--weights", "hardnet39ds={tmp}/other.pth"], 2, "not one of the models"),
     "size too small": (["--models", "densenet121", "--size", "16"], 2, "cannot take a 16x16 input"),
-    "bad batch": (["--batch", "0"], 2, "--batch must be at least 1"),
+    "bad batch": (["--batch", "0"], 2, "--batch must be from 1 to"),
     "int8 on the nano": (["--precision", "int8"], 2, "no fast INT8"),
     "bf16 on the nano": (["--precision", "bf16"], 2, "bf16 is a CPU precision"),
     "empty --models": (["--models", ""], 2, "--models is empty"),

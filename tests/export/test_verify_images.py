@@ -129,3 +129,17 @@ def test_build_packs_the_images_after_the_models(tmp_path, labelled, capsys):
     assert code == 0, err
     assert "verify images: 4 packed from {}".format(os.path.abspath(str(labelled))) in stdout
     assert len(Bundle.open(str(out)).verify_image_paths()) == 4
+
+
+def test_a_killed_pack_leaves_temporaries_the_next_build_removes(bundle, labelled):
+    from export.build import remove_leftovers
+
+    pack_verify_images(bundle, str(labelled), count=2)
+    class_folder = os.path.dirname(Bundle.open(bundle.root).verify_image_paths()[0])
+    half = os.path.join(class_folder, ".0001-img001.png.abcd1234.tmp")   # write_files' temporary name
+    mine = os.path.join(class_folder, "notes.tmp")                      # not one of ours: kept
+    for path in (half, mine):
+        with open(path, "wb") as handle:
+            handle.write(b"half")
+    assert remove_leftovers(bundle.root) == 1
+    assert not os.path.exists(half) and os.path.exists(mine)
