@@ -179,7 +179,8 @@ def run_build(args):
         print("precision {} for --precision {}: {}".format(choice.precision, choice.requested, choice.reason))
     # engines_after_build builds the engines here when TensorRT imports, else prints how to copy the
     # bundle to the device and build them there; the benchmark is the step after that.
-    code = engines_after_build(args, out_dir, precision)
+    with writer_lock(out_dir, "pipeline.py build"):   # it writes trtexec.sh, and engines where TensorRT imports
+        code = engines_after_build(args, out_dir, precision)
     if target.backend == "tensorrt":
         print("then benchmark, on the device: python3 pipeline.py bench {}".format(shlex.quote(out_dir)))
     elif precision == "bf16":

@@ -103,3 +103,23 @@ def test_a_child_forked_while_the_lock_was_held_does_not_keep_it(tmp_path):
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
+
+
+def test_build_holds_the_lock_while_it_writes_trtexec_and_engines(tmp_path, capsys, monkeypatch):
+    from cli import build as cli_build
+    from deploy.errors import BundleError
+
+    refused = []
+
+    def engines_after_build(args, bundle_dir, precision):   # what a second writer sees meanwhile
+        try:
+            with writer_lock(bundle_dir, "pipeline.py engines"):
+                pass
+        except BundleError as exc:
+            refused.append(exc.one_line())
+        return 0
+
+    monkeypatch.setattr(cli_build, "engines_after_build", engines_after_build)
+    code, err, _ = run(["-q", "build", "--models", "mobilenetv2", "--size", "32", "--out", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    assert refused and "is being written by `pipeline.py build`" in refused[0]
