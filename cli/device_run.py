@@ -16,8 +16,9 @@ def add_parsers(sub):
     p = sub.add_parser(
         "device-run", help="on the device: doctor, engines, bench, verify, and one archive to send back",
         description="Runs doctor, then engines, then bench on the authors' protocol (TensorRT), then verify "
-                    "when --images is given or the bundle carries images (build --verify-images), and packs the reports, build logs, engine layer information and "
-                    "the environment into BUNDLE/reports/device-run-<board>-<date>.tar.gz. Stops at the first "
+                    "when --images is given or the bundle carries images (build --verify-images), and packs "
+                    "the reports, build logs, engine layer information and the environment into "
+                    "BUNDLE/reports/device-run-<board>-<date>.tar.gz. Stops at the first "
                     "failing step with its message; a re-run skips the steps already done and still current "
                     "(recorded in BUNDLE/reports/device-run.json).")
     p.add_argument("bundle", nargs="?", default=os.path.join("build", "jetson-nano"),

@@ -1,6 +1,5 @@
 """build --verify-images: held-out images packed into the bundle, each with its sha256, and used by
 verify and device-run when no --images is given."""
-import errno
 import json
 import os
 
@@ -13,7 +12,7 @@ from deploy.errors import BundleError
 from deploy.preprocess import list_image_files, pick_order
 from export.verify_images import pack_verify_images
 from tests.calibration.helpers import write_images
-from tests.faults.helpers import hashes, run, verify_bundle_dir
+from tests.faults.helpers import disk_full_after, hashes, run, verify_bundle_dir
 
 
 @pytest.fixture
@@ -77,14 +76,7 @@ def test_a_changed_image_is_refused(bundle, labelled):
 def test_a_full_disk_keeps_the_earlier_images_and_manifest(bundle, labelled, monkeypatch):
     pack_verify_images(bundle, str(labelled), count=2)
     before = hashes(bundle.root)
-    calls = []
-
-    def fsync(fd):
-        calls.append(fd)
-        if len(calls) > 3:   # the disk fills before the last image or the manifest
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    disk_full_after(monkeypatch, 3)   # the disk fills before the last image or the manifest
     with pytest.raises(OSError):
         pack_verify_images(bundle, str(labelled), count=8)
     assert hashes(bundle.root) == before

@@ -67,3 +67,21 @@ def write_images(folder, count, size=40):
     from tests.calibration.helpers import write_images as write
 
     return write(folder, count, size=(size, size))
+
+
+def disk_full_after(monkeypatch, good_writes):
+    """os.fsync in deploy.atomic fails with ENOSPC after ``good_writes`` calls, as a full disk does."""
+    import errno
+
+    from deploy import atomic
+
+    calls = []
+    real = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > good_writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)

@@ -1,32 +1,16 @@
 """Items 4-5 of issue 12: reports written as a set, outputs checked before timing, and every file a
 bundle names inside it with a sha256 that is checked, reuse included."""
-import errno
 import hashlib
 import logging
 import os
 
 import pytest
 
-from deploy import atomic
 from deploy.atomic import write_files
 from deploy.bench import protocol as bench
-from tests.faults.helpers import edit_manifest, hashes, run, verify_bundle_dir
+from tests.faults.helpers import disk_full_after, edit_manifest, hashes, run, verify_bundle_dir
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed: bench and verify need it")
-
-
-def _disk_full_after(monkeypatch, good_writes):
-    """os.fsync fails with ENOSPC after ``good_writes`` calls, as a full disk does."""
-    calls = []
-    real = os.fsync
-
-    def fsync(fd):
-        calls.append(fd)
-        if len(calls) > good_writes:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd)
-
-    monkeypatch.setattr(atomic.os, "fsync", fsync)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -36,7 +20,7 @@ def test_a_full_disk_leaves_the_previous_set_whole(tmp_path, monkeypatch):
     paths = [str(tmp_path / n) for n in ("bench.json", "bench.md", "bench.png")]
     write_files({p: b"old " + p.encode() for p in paths})
     before = hashes(tmp_path)
-    _disk_full_after(monkeypatch, 2)
+    disk_full_after(monkeypatch, 2)
     with pytest.raises(OSError):
         write_files({p: b"new " + p.encode() for p in paths})
     assert hashes(tmp_path) == before and sorted(os.listdir(str(tmp_path))) == sorted(os.path.basename(p) for p in paths)
@@ -68,7 +52,7 @@ def test_bench_on_a_full_disk_says_so_in_one_line_and_keeps_the_last_reports(tmp
     real = bench_report.write_files
 
     def write_on_a_full_disk(contents):
-        _disk_full_after(monkeypatch, 1)
+        disk_full_after(monkeypatch, 1)
         return real(contents)
 
     monkeypatch.setattr(bench_report, "write_files", write_on_a_full_disk)
