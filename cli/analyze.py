@@ -23,7 +23,7 @@ def add_parsers(sub):
                         "its models)".format(ANALYZE_DEFAULT_MODELS))
     p.add_argument("--size", type=int, default=None,
                    help="square input side (default 224, the paper's; a bundle or .onnx: its own size)")
-    p.add_argument("--target", default="jetson-nano", help="target profile whose roofline to use")
+    p.add_argument("--target", default="jetson-nano", help="target profile whose roofline to use (default jetson-nano)")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
                    help="element width for bytes moved and the peak FLOP/s (default fp16)")
     p.add_argument("--convention", choices=("paper", "eq1"), default="paper",

@@ -11,7 +11,7 @@ LOG = logging.getLogger(__name__)
 
 def add_parsers(sub):
     p = sub.add_parser(
-        "bench", help="time inference (500 iterations of 320x320 by default)",
+        "bench", help="time inference (500 iterations at the bundle's input size by default, 320x320 for the default bundles)",
         description="The HarDNet authors' protocol: seeded random input, warm-up, then every iteration timed "
                     "and kept. Default backend: TensorRT where it imports, else ONNX Runtime on the CPU (the "
                     "fallback, said so in the report). Writes BUNDLE/reports/bench.json, bench.md, bench.png.")

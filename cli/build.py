@@ -121,8 +121,6 @@ def run_build(args):
     if args.verify_count is not None and args.verify_images is None:
         raise UsageError("--verify-count applies to --verify-images", hint="add --verify-images DIR, or drop it")
     verify_count = DEFAULT_VERIFY_COUNT if args.verify_count is None else args.verify_count
-    if args.verify_images is not None:
-        check_verify_images(args.verify_images, verify_count)   # before any export, not after it
     from export.build import (
         BuildOptions,
         build_bundle,
@@ -136,6 +134,8 @@ def run_build(args):
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
     check_build_folder(out_dir)   # someone else's folder: refused before the lock file is made in it
+    if args.verify_images is not None:   # the images and where they go: before any export, not after it
+        check_verify_images(args.verify_images, verify_count, out_dir=out_dir)
     options = BuildOptions(
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
@@ -166,20 +166,19 @@ def run_build(args):
             packed = pack_verify_images(result.bundle, args.verify_images, verify_count)
             print("verify images: {} packed from {} (verify and device-run use them without --images)".format(
                 packed["count"], packed["source"]))
-    print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
-                        "weights", "stage"], _build_summary_rows(result)))
-    random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]
-    if random_names:
-        print("random weights: latency artifacts only ({}): pass --weights NAME=PATH for real predictions"
-              .format(", ".join(random_names)))
-    print("bundle: {} (target {}, opset {}, input {}x3x{}x{}{}, precision {})".format(
-        out_dir, target.name, target.max_opset, args.batch, args.size, args.size,
-        ", dynamic batch" if args.dynamic_batch else "", precision))
-    if choice.requested != choice.precision:
-        print("precision {} for --precision {}: {}".format(choice.precision, choice.requested, choice.reason))
-    # engines_after_build builds the engines here when TensorRT imports, else prints how to copy the
-    # bundle to the device and build them there; the benchmark is the step after that.
-    with writer_lock(out_dir, "pipeline.py build"):   # it writes trtexec.sh, and engines where TensorRT imports
+        print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",
+                            "weights", "stage"], _build_summary_rows(result)))
+        random_names = [m.name for m in result.models if m.record.get("weights", {}).get("random")]
+        if random_names:
+            print("random weights: latency artifacts only ({}): pass --weights NAME=PATH for real predictions"
+                  .format(", ".join(random_names)))
+        print("bundle: {} (target {}, opset {}, input {}x3x{}x{}{}, precision {})".format(
+            out_dir, target.name, target.max_opset, args.batch, args.size, args.size,
+            ", dynamic batch" if args.dynamic_batch else "", precision))
+        if choice.requested != choice.precision:
+            print("precision {} for --precision {}: {}".format(choice.precision, choice.requested, choice.reason))
+        # engines_after_build builds the engines here when TensorRT imports (else prints how to copy the
+        # bundle to the device and build them there) and writes trtexec.sh: still under the lock
         code = engines_after_build(args, out_dir, precision)
     if target.backend == "tensorrt":
         print("then benchmark, on the device: python3 pipeline.py bench {}".format(shlex.quote(out_dir)))

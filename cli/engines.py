@@ -96,12 +96,13 @@ def add_parsers(sub):
     p.add_argument("--workspace", type=int, default=None, metavar="MiB",
                    help="builder workspace in MiB (default: the target's, 256 on the Jetson Nano)")
     p.add_argument("--calibrator", choices=sorted(CALIBRATORS), default=DEFAULT_CALIBRATOR,
-                   help="INT8 calibrator: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator)")
+                   help="INT8 calibrator: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator); "
+                        "default %(default)s")
     p.add_argument("--calib-batch", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                    help="INT8 calibration batch for dynamic-batch models (whole batches only); a static "
                         "input calibrates in its own batch, as TensorRT reads it (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=1, metavar="N",
-                   help="largest batch of the optimization profile, for dynamic-batch models")
+                   help="largest batch of the optimization profile, for dynamic-batch models (default 1)")
     p.add_argument("--models", default=None, metavar="A,B", help="only these models (default: all in the bundle)")
     p.add_argument("--force", action="store_true", help="rebuild even up-to-date engines")
     p.set_defaults(func=run_engines)

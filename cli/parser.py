@@ -3,11 +3,17 @@ import argparse
 
 from cli.common import EXIT_USAGE
 
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
 
 class UsageParser(argparse.ArgumentParser):
     """argparse that exits 2 with a one-line message, as the rest of the CLI does."""
 
     def error(self, message):
+        misplaced = [flag for flag in GLOBAL_FLAGS if " {} ".format(flag) in " {} ".format(message)]
+        if misplaced and message.startswith("unrecognized arguments"):   # `pipeline.py build -q`
+            message += " (fix: {0} is an option of pipeline.py itself: put it before the command, as in " \
+                       "python pipeline.py {0} build ...)".format(misplaced[0])
         self.exit(EXIT_USAGE, "{}: error: {}\n".format(self.prog, message))
 
 

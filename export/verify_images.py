@@ -16,18 +16,20 @@ import os
 from collections import OrderedDict
 
 from deploy.atomic import CopyOf, json_bytes, sha256_file, write_files
-from deploy.bundle import MANIFEST_NAME, VERIFY_IMAGES_DIR, VERIFY_IMAGES_KEY, Bundle
-from deploy.errors import UsageError
+from deploy.bundle import MANIFEST_NAME, VERIFY_IMAGES_DIR, VERIFY_IMAGES_KEY, Bundle, check_folder_inside
+from deploy.errors import BundleError, UsageError
 from deploy.preprocess import folder_label, list_image_files, pick_order
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_VERIFY_COUNT = 100
 MAX_VERIFY_COUNT = 10000   # they travel to the device with the bundle
+MAX_NAME_BYTES = 255       # NAME_MAX of ext4 and most file systems
 
 
-def check_verify_images(images_dir: str, count: int, warn: bool = True) -> list[str]:
-    """The images ``pack_verify_images`` would copy; a UsageError before any build work when unusable."""
+def check_verify_images(images_dir: str, count: int, warn: bool = True, out_dir: str | None = None) -> list[str]:
+    """The images ``pack_verify_images`` would copy; a UsageError (or, for the bundle's folders, a
+    BundleError) before any build work when unusable. ``out_dir``: also check where they would go."""
     if not 1 <= count <= MAX_VERIFY_COUNT:
         raise UsageError(f"--verify-count must be from 1 to {MAX_VERIFY_COUNT}, not {count}",
                          hint=f"e.g. --verify-count {DEFAULT_VERIFY_COUNT} (the default)")
@@ -41,7 +43,10 @@ def check_verify_images(images_dir: str, count: int, warn: bool = True) -> list[
     if warn and len(paths) < count:
         LOG.warning("--verify-images %s holds %d image(s), fewer than the %d asked for: packing %d",
                     images_dir, len(paths), count, len(paths))
-    return pick_order(paths)[:count]
+    picked = pick_order(paths)[:count]
+    if out_dir is not None:
+        check_destination(out_dir, _targets(picked, images_dir))
+    return picked
 
 
 def _relpath(index: int, path: str, images_dir: str) -> str:
@@ -52,16 +57,48 @@ def _relpath(index: int, path: str, images_dir: str) -> str:
     return "/".join([VERIFY_IMAGES_DIR] + ([label] if label else []) + [name])
 
 
+def _targets(picked: list[str], images_dir: str) -> OrderedDict:
+    return OrderedDict((_relpath(i, p, images_dir), p) for i, p in enumerate(picked))
+
+
+def check_destination(root: str, targets) -> None:
+    """Every folder the pack writes into is a real folder inside the bundle (a class folder that is a
+    link would have the pack write, and remove, elsewhere), and every name fits the file system."""
+    folders = sorted({rel.rsplit("/", 1)[0] for rel in targets} | {VERIFY_IMAGES_DIR})
+    for rel in folders:
+        path = os.path.join(root, *rel.split("/"))
+        check_folder_inside(root, path)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise BundleError(f"{path} is not a folder, and build --verify-images writes images into it",
+                              hint=f"move {path} out of the bundle, or build into another --out")
+    for rel in targets:
+        name = rel.rsplit("/", 1)[1]
+        if len(os.fsencode(name)) > MAX_NAME_BYTES:
+            raise UsageError(f"image file name too long to pack: {name[:40]}... ({len(os.fsencode(name))} bytes)",
+                             hint="rename the image in --verify-images to a shorter name")
+
+
 def pack_verify_images(bundle: Bundle, images_dir: str, count: int = DEFAULT_VERIFY_COUNT) -> dict:
-    """Copy the pick into the bundle and record it; return the manifest entry (reused when current)."""
+    """Copy the pick into the bundle and record it; return the manifest entry (reused when current).
+
+    What decides whether a file is written is the file on disk, not the record: a packed image
+    changed or replaced since is written again. A file in the way that the manifest never recorded
+    (the user's) is refused, never overwritten."""
     picked = check_verify_images(images_dir, count, warn=False)   # the build checked it before its export
     source = os.path.abspath(images_dir)
-    wanted = OrderedDict((_relpath(i, p, images_dir), p) for i, p in enumerate(picked))
+    wanted = _targets(picked, images_dir)
+    check_destination(bundle.root, wanted)
     old = bundle.manifest.get(VERIFY_IMAGES_KEY)
     old = old if isinstance(old, dict) else {}
     old_files = old.get("files") if isinstance(old.get("files"), dict) else {}
     digests = OrderedDict((rel, sha256_file(src)) for rel, src in wanted.items())
-    if old.get("source") == source and old_files == digests and _intact(bundle, old_files):
+    stale = [rel for rel in wanted if not _holds(bundle, rel, digests[rel])]
+    for rel in stale:
+        if os.path.lexists(bundle.path(rel)) and rel not in old_files:
+            raise BundleError(f"{bundle.path(rel)} is in the way: the bundle did not pack it, and build "
+                              f"--verify-images would write an image there",
+                              hint="move that file out of the bundle, then build again")
+    if old.get("source") == source and old_files == digests and not stale:
         LOG.info("verify images: reused %d from %s", len(digests), source)
         return old
     entry = OrderedDict([("path", VERIFY_IMAGES_DIR), ("source", source), ("requested", count),
@@ -70,18 +107,32 @@ def pack_verify_images(bundle: Bundle, images_dir: str, count: int = DEFAULT_VER
     manifest[VERIFY_IMAGES_KEY] = entry
     # the images and the manifest naming them as one set: a full disk or an interrupt leaves the
     # earlier images and manifest, never new images beside a manifest that does not name them
-    files = OrderedDict((bundle.path(rel), CopyOf(src)) for rel, src in wanted.items()
-                        if old_files.get(rel) != digests[rel] or not os.path.isfile(bundle.path(rel)))
+    files = OrderedDict((bundle.path(rel), CopyOf(wanted[rel])) for rel in stale)
+    for rel in stale:   # a packed image replaced by a link: the new file replaces the link itself
+        if os.path.islink(bundle.path(rel)):
+            os.unlink(bundle.path(rel))
     files[bundle.path(MANIFEST_NAME)] = json_bytes(manifest)
     write_files(files)
     bundle.manifest[VERIFY_IMAGES_KEY] = entry
     for rel in old_files:   # an earlier pack's files that this one does not keep (recorded, so ours)
-        if rel not in digests and rel.startswith(VERIFY_IMAGES_DIR + "/") and os.path.isfile(bundle.path(rel)):
-            os.unlink(bundle.path(rel))
-    LOG.info("verify images: packed %d from %s into %s/", len(digests), source, VERIFY_IMAGES_DIR)
+        if rel in digests:
+            continue
+        try:
+            path = bundle.path(rel) if rel.startswith(VERIFY_IMAGES_DIR + "/") else None
+        except BundleError:   # a hand-edited record leading out of the bundle: never followed
+            path = None
+        if path is None:
+            LOG.warning("the manifest's earlier verify images named %r, not a file of %s/: left alone", rel,
+                        VERIFY_IMAGES_DIR)
+        elif os.path.isfile(path) and not os.path.islink(path):
+            check_folder_inside(bundle.root, os.path.dirname(path))
+            os.unlink(path)
+    LOG.info("verify images: packed %d from %s into %s/ (%d written)", len(digests), source, VERIFY_IMAGES_DIR,
+             len(stale))
     return entry
 
 
-def _intact(bundle: Bundle, files: dict) -> bool:
-    return all(os.path.isfile(bundle.path(rel)) and sha256_file(bundle.path(rel)) == digest
-               for rel, digest in files.items())
+def _holds(bundle: Bundle, rel: str, digest: str) -> bool:
+    """True when the bundle's file ``rel`` is a regular file (not a link) with this sha256."""
+    path = bundle.path(rel)
+    return os.path.isfile(path) and not os.path.islink(path) and sha256_file(path) == digest

@@ -34,3 +34,13 @@ def test_a_bad_option_is_one_line_and_exit_2(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "unrecognized arguments: --no-such-option" in err
+
+
+@pytest.mark.parametrize("flag", ["-q", "--verbose"])
+def test_a_global_option_after_the_command_says_where_it_goes(capsys, flag):
+    with pytest.raises(SystemExit) as exc:
+        pipeline.make_parser().parse_args(["build", flag])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: {}".format(flag) in err
+    assert "(fix: {} is an option of pipeline.py itself: put it before the command".format(flag) in err

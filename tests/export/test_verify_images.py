@@ -135,3 +135,82 @@ def test_a_killed_pack_leaves_temporaries_the_next_build_removes(bundle, labelle
             handle.write(b"half")
     assert remove_leftovers(bundle.root) == 1
     assert not os.path.exists(half) and os.path.exists(mine)
+
+
+def test_a_repack_repairs_a_changed_or_replaced_image(bundle, labelled, tmp_path):
+    pack_verify_images(bundle, str(labelled), count=3)
+    first, second = Bundle.open(bundle.root).verify_image_paths()[:2]
+    with open(first, "ab") as handle:                          # changed in transit
+        handle.write(b"x")
+    os.unlink(second)
+    os.symlink(str(tmp_path / "elsewhere.png"), second)        # replaced by a link
+    pack_verify_images(bundle, str(labelled), count=3)
+    paths = Bundle.open(bundle.root).verify_image_paths()      # every sha256 matches again
+    assert paths[:2] == [first, second] and not os.path.islink(second)
+    assert not (tmp_path / "elsewhere.png").exists()
+
+
+def test_a_class_folder_that_is_a_link_is_refused_and_nothing_outside_is_touched(bundle, labelled, tmp_path, capsys):
+    pack_verify_images(bundle, str(labelled), count=6)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.png").write_bytes(b"the user's")
+    class_folder = os.path.dirname(Bundle.open(bundle.root).verify_image_paths()[0])
+    for name in os.listdir(class_folder):
+        os.rename(os.path.join(class_folder, name), str(outside / name))
+    os.rmdir(class_folder)
+    os.symlink(str(outside), class_folder)
+    before = hashes(str(outside))
+    with pytest.raises(BundleError, match="is a symbolic link"):
+        pack_verify_images(bundle, str(labelled), count=2)    # would remove files over there
+    assert hashes(str(outside)) == before
+    code, err, _ = run(["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32", "--out",
+                        bundle.root, "--verify-images", str(labelled)], capsys)
+    assert code == 1 and "is a symbolic link" in err and hashes(str(outside)) == before
+
+
+def test_a_file_in_the_way_that_the_bundle_did_not_pack_is_refused(bundle, labelled):
+    entry = pack_verify_images(bundle, str(labelled), count=2)
+    rel = "verify_images/{}/0002-{}".format(*_third_pick(labelled))
+    mine = bundle.path(rel)
+    os.makedirs(os.path.dirname(mine), exist_ok=True)
+    with open(mine, "wb") as handle:
+        handle.write(b"the user's own file")
+    assert rel not in entry["files"]
+    with pytest.raises(BundleError, match="is in the way: the bundle did not pack it"):
+        pack_verify_images(bundle, str(labelled), count=3)
+    assert _bytes(mine) == b"the user's own file"
+
+
+def _third_pick(labelled):
+    path = pick_order(list_image_files(str(labelled)))[2]
+    return os.path.basename(os.path.dirname(path)), os.path.basename(path)
+
+
+def test_a_destination_that_cannot_hold_the_images_is_refused_before_the_export(tmp_path, labelled, capsys):
+    out = verify_bundle_dir(tmp_path / "b")
+    with open(os.path.join(out, "verify_images"), "w") as handle:   # a file where the folder goes
+        handle.write("not a folder")
+    before = hashes(out)
+    code, err, _ = run(["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32", "--out",
+                        out, "--verify-images", str(labelled)], capsys)
+    assert code == 1 and "verify_images is not a folder" in err and "(fix: move " in err
+    assert hashes(out) == before
+    long_name = tmp_path / "long" / "0"
+    write_images(long_name, 1)
+    os.rename(str(long_name / "img000.png"), str(long_name / ("x" * 251 + ".png")))
+    code, err, _ = run(["-q", "build", "--target", "cpu", "--models", "mobilenetv2", "--size", "32", "--out",
+                        str(tmp_path / "new"), "--verify-images", str(tmp_path / "long")], capsys)
+    assert code == 2 and "image file name too long to pack" in err and not (tmp_path / "new").exists()
+
+
+def test_a_hand_edited_earlier_record_is_never_followed(bundle, labelled, tmp_path):
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"not the bundle's")
+    pack_verify_images(bundle, str(labelled), count=2)
+    manifest = Bundle.open(bundle.root).manifest
+    manifest["verify_images"]["files"]["verify_images/../../victim.png"] = "0" * 64
+    bundle.manifest = manifest
+    pack_verify_images(bundle, str(labelled), count=2)        # a new record replaces the damaged one
+    assert victim.read_bytes() == b"not the bundle's"
+    assert len(Bundle.open(bundle.root).verify_image_paths()) == 2
