@@ -134,8 +134,9 @@ def run_build(args):
     names = _build_model_names(args, target)
     out_dir = args.out or default_bundle_dir(target.name)
     check_build_folder(out_dir)   # someone else's folder: refused before the lock file is made in it
+    verify_picked = None
     if args.verify_images is not None:   # the images and where they go: before any export, not after it
-        check_verify_images(args.verify_images, verify_count, out_dir=out_dir)
+        verify_picked = check_verify_images(args.verify_images, verify_count, out_dir=out_dir)
     options = BuildOptions(
         target=target, out_dir=out_dir, models=tuple(names), user_model=args.model,
         weights=parse_weights_args(args.weights, names + ([args.model] if args.model else [])),
@@ -163,7 +164,7 @@ def run_build(args):
         if args.verify_images is not None:
             from export.verify_images import pack_verify_images
 
-            packed = pack_verify_images(result.bundle, args.verify_images, verify_count)
+            packed = pack_verify_images(result.bundle, args.verify_images, verify_count, picked=verify_picked)
             print("verify images: {} packed from {} (verify and device-run use them without --images)".format(
                 packed["count"], packed["source"]))
         print(format_table(["model", "params", "GMACs", "nodes (onnxsim)", "BN folded", "parity vs PyTorch",

@@ -20,3 +20,12 @@ def only_bundle(command, found, no_bundle_hint="build one first"):
     raise UsageError("{} bundles under build/: name one".format("no" if not found else len(found)),
                      hint="python pipeline.py {} BUNDLE{}".format(
                          command, " (one of: {})".format(", ".join(found)) if found else "; " + no_bundle_hint))
+
+
+DEVICE_BUNDLE = os.path.join("build", "jetson-nano")
+
+
+def add_device_bundle_argument(parser):
+    """The optional BUNDLE of the device-side commands (engines, device-run), build/jetson-nano by default."""
+    parser.add_argument("bundle", nargs="?", default=DEVICE_BUNDLE,
+                        help="bundle folder (default: {})".format(DEVICE_BUNDLE))

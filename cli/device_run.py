@@ -1,8 +1,7 @@
 """`device-run` (device): doctor, engines, bench, verify, then one archive of the reports to send back."""
-import os
 
 from cli import bench, engines, verify
-from cli.common import EXIT_OK
+from cli.common import EXIT_OK, add_device_bundle_argument
 from cli.doctor import run_doctor
 from cli.parser import make_parser
 
@@ -21,8 +20,7 @@ def add_parsers(sub):
                     "BUNDLE/reports/device-run-<board>-<date>.tar.gz. Stops at the first "
                     "failing step with its message; a re-run skips the steps already done and still current "
                     "(recorded in BUNDLE/reports/device-run.json).")
-    p.add_argument("bundle", nargs="?", default=os.path.join("build", "jetson-nano"),
-                   help="bundle folder (default: build/jetson-nano)")
+    add_device_bundle_argument(p)
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="engine and bench precision (default: the target's default, fp16 on the Nano)")
     p.add_argument("--images", metavar="DIR", default=None,

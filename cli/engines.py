@@ -2,7 +2,7 @@
 import os
 import shlex
 
-from cli.common import EXIT_OK
+from cli.common import EXIT_OK, add_device_bundle_argument
 
 
 def engines_after_build(args, bundle_dir, precision):
@@ -86,8 +86,7 @@ def add_parsers(sub):
                     "A stale engine (ONNX, TensorRT version, device or options changed) is rebuilt and the "
                     "reason shown. Also writes the build log and per-layer information to reports/engines/ "
                     "and the trtexec equivalents to trtexec.sh.")
-    p.add_argument("bundle", nargs="?", default=os.path.join("build", "jetson-nano"),
-                   help="bundle folder (default: build/jetson-nano)")
+    add_device_bundle_argument(p)
     p.add_argument("--target", default=None,
                    help="refuse a bundle built for any other target (default: the bundle's own target)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,

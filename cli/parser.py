@@ -3,7 +3,8 @@ import argparse
 
 from cli.common import EXIT_USAGE
 
-GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+VERBOSE_FLAGS, QUIET_FLAGS = ("-v", "--verbose"), ("-q", "--quiet")
+GLOBAL_FLAGS = VERBOSE_FLAGS + QUIET_FLAGS
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -24,9 +25,9 @@ def make_parser(command_modules):
         description="HarDNet edge deployment pipeline: PyTorch -> BN-folded ONNX bundle -> "
                     "TensorRT engines / ONNX Runtime on the device -> benchmark.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0,
+    parser.add_argument(*VERBOSE_FLAGS, action="count", default=0,
                         help="debug log output (the default shows progress and stage logs)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument(*QUIET_FLAGS, action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
     sub.required = True
     for module in command_modules:

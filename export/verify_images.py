@@ -78,13 +78,16 @@ def check_destination(root: str, targets) -> None:
                              hint="rename the image in --verify-images to a shorter name")
 
 
-def pack_verify_images(bundle: Bundle, images_dir: str, count: int = DEFAULT_VERIFY_COUNT) -> dict:
+def pack_verify_images(bundle: Bundle, images_dir: str, count: int = DEFAULT_VERIFY_COUNT,
+                       picked: list[str] | None = None) -> dict:
     """Copy the pick into the bundle and record it; return the manifest entry (reused when current).
 
     What decides whether a file is written is the file on disk, not the record: a packed image
     changed or replaced since is written again. A file in the way that the manifest never recorded
-    (the user's) is refused, never overwritten."""
-    picked = check_verify_images(images_dir, count, warn=False)   # the build checked it before its export
+    (the user's) is refused, never overwritten. ``picked``: check_verify_images' answer, when the
+    caller already has it (build checks before its export), so the folder is not listed twice."""
+    if picked is None:
+        picked = check_verify_images(images_dir, count, warn=False)
     source = os.path.abspath(images_dir)
     wanted = _targets(picked, images_dir)
     check_destination(bundle.root, wanted)
